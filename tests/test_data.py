@@ -1,0 +1,150 @@
+"""Corpus download and cache, tokenizers, splits and the book's two batchings."""
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+
+from zoo import data
+from zoo.data import DataError, Tokenizer, book_clean, random_batches, sequential_batches, split
+
+# The book's vocabulary order (D2L 8.2: Vocab of the Time Machine's characters).
+BOOK_TOKENS = ['<unk>', ' ', 'e', 't', 'a', 'i', 'n', 'o', 's', 'h', 'r', 'd', 'l', 'm', 'u', 'c', 'f', 'w',
+               'g', 'y', 'p', 'b', 'v', 'k', 'x', 'z', 'j', 'q']
+
+
+def test_book_tokenizer_matches_the_book(corpus):
+    assert corpus.tokenizer.tokens == BOOK_TOKENS
+    assert len(corpus.tokenizer) == 28
+
+
+def test_book_clean_joins_lines_with_a_space():
+    assert book_clean("He spoke of him\nwas it?  Yes--'twas.") == "he spoke of him was it yes twas"
+
+
+def test_book_mode_always_has_every_letter():
+    tok = Tokenizer.fit("abc abc")
+    assert len(tok) == 28 and tok.tokens[:4] == ["<unk>", "a", "b", "c"]   # ' ' ties go by first occurrence
+
+
+def test_chars_mode_keeps_case_and_punctuation_and_reports_unknowns():
+    tok = Tokenizer.fit("Hello, World!\n", "chars")
+    assert tok.decode(tok.encode("Hello, World!\n")) == "Hello, World!\n"
+    assert tok.unknown("Hi? é") == ["i", "?", "é"]
+    assert tok.encode("?")[0] == 0
+
+
+def test_words_mode_round_trips():
+    tok = Tokenizer.fit("the time traveller the time", "words")
+    assert tok.tokens[:3] == ["<unk>", "the", "time"]
+    assert tok.decode(tok.encode("The Time--machine")) == "the time <unk>"
+
+
+def test_tokenizer_round_trips_through_a_dict(corpus):
+    again = Tokenizer.from_dict(corpus.tokenizer.to_dict())
+    assert again.tokens == corpus.tokenizer.tokens and again.mode == "book"
+
+
+def test_splits_are_contiguous_90_5_5(corpus):
+    s = corpus.splits
+    n = len(s.train) + len(s.valid) + len(s.test)
+    assert abs(len(s.valid) / n - 0.05) < 1e-3 and abs(len(s.test) / n - 0.05) < 1e-3
+    whole = torch.cat([s.train, s.valid, s.test])
+    assert torch.equal(whole[:len(s.train)], s.train)
+
+
+def test_split_refuses_a_tiny_corpus():
+    with pytest.raises(DataError, match="too short"):
+        split(torch.arange(10))
+
+
+def test_sequential_batches_continue_row_by_row():
+    ids = torch.arange(1000)
+    batches = list(sequential_batches(ids, 4, 5, torch.Generator().manual_seed(1)))
+    assert all(X.shape == (4, 5) and torch.equal(Y, X + 1) for X, Y in batches)
+    for (X0, _), (X1, _) in zip(batches, batches[1:]):
+        assert torch.equal(X1[:, 0], X0[:, -1] + 1)        # row b of the next batch follows row b
+
+
+def test_random_batches_are_disjoint_subsequences():
+    ids = torch.arange(1000)
+    batches = list(random_batches(ids, 4, 5, torch.Generator().manual_seed(1)))
+    X = torch.cat([x for x, _ in batches])
+    assert all(torch.equal(Y, X_ + 1) for X_, Y in batches)
+    assert torch.equal(X[:, 1:] - X[:, :-1], torch.ones(len(X), 4, dtype=torch.long))
+    starts = X[:, 0]
+    assert len(set(starts.tolist())) == len(starts)          # no subsequence twice
+    assert len(starts) >= (1000 - 5 - 1) // 5 // 4 * 4        # and all full batches are used
+    assert (starts % 5 == starts[0] % 5).all()              # one offset per epoch, then steps of T
+
+
+def test_batchings_are_seeded():
+    ids = torch.arange(500)
+    for batching in (sequential_batches, random_batches):
+        a = [x for x, _ in batching(ids, 2, 7, torch.Generator().manual_seed(3))]
+        b = [x for x, _ in batching(ids, 2, 7, torch.Generator().manual_seed(3))]
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# ---------------------------------------------------------------------------- files and download
+
+def test_read_text_errors_are_one_line(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        data.read_text(tmp_path / "missing.txt")
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00abc")
+    with pytest.raises(DataError, match="not UTF-8"):
+        data.read_text(tmp_path / "bin")
+    (tmp_path / "empty").write_text("  \n")
+    with pytest.raises(DataError, match="empty"):
+        data.read_text(tmp_path / "empty")
+
+
+def test_env_copy_is_checksummed(tmp_path, monkeypatch, timemachine):
+    monkeypatch.setenv(data.DATA_ENV, str(timemachine))
+    assert data.timemachine_path() == timemachine
+    fake = tmp_path / "timemachine.txt"
+    fake.write_text("not the book")
+    monkeypatch.setenv(data.DATA_ENV, str(fake))
+    with pytest.raises(DataError, match="sha1 mismatch"):
+        data.timemachine_path()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A real HTTP server standing in for the book's S3 bucket."""
+    (tmp_path / "www").mkdir()
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=tmp_path / "www")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path / "www", f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_verifies_and_caches(file_server, tmp_path, monkeypatch, timemachine):
+    www, url = file_server
+    (www / "timemachine.txt").write_bytes(timemachine.read_bytes())
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "BOOK_URL", f"{url}/timemachine.txt")
+    path = data.timemachine_path()
+    assert path == tmp_path / "cache" / "rnn-zoo" / "timemachine.txt"
+    assert hashlib.sha1(path.read_bytes()).hexdigest() == data.BOOK_SHA1
+    (www / "timemachine.txt").unlink()                     # now served from the cache
+    assert data.timemachine_path() == path
+
+
+def test_download_rejects_a_wrong_checksum(file_server, tmp_path):
+    www, url = file_server
+    (www / "t.txt").write_text("tampered")
+    with pytest.raises(DataError, match="did not match sha1"):
+        data._download(f"{url}/t.txt", tmp_path / "t.txt", data.BOOK_SHA1)
+    assert not (tmp_path / "t.txt").exists()
+
+
+def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(data, "BOOK_URL", "http://127.0.0.1:9/timemachine.txt")
+    with pytest.raises(DataError, match="--data PATH"):
+        data.timemachine_path()
