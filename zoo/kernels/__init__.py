@@ -1,0 +1,142 @@
+"""CPU fast path for the recurrent layers: the whole time loop in a C++ extension.
+
+Training (`recurrence`): per step one MKL matmul and one fused elementwise pass; in backward one matmul
+per step for dH and a single batched matmul for dW_h. Generation (`sample_loop`): the whole sampling loop.
+Built with torch's cpp_extension on first use and cached in torch's extension directory (respects
+TORCH_EXTENSIONS_DIR). When it cannot be built, or ZOO_KERNELS=0, or the tensors are not on the CPU (or
+not float32/float64), the same maths runs in plain torch ops (reference.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .reference import GATES, check_sampling, reference_recurrence, reference_sample_loop
+
+__all__ = ["available", "recurrence", "reference_recurrence", "sample_loop", "reference_sample_loop"]
+
+_SOURCES = ["recurrence.cpp", "sample.cpp"]
+
+
+def _cpu_tag() -> str:
+    """A short hash of the CPU model and flags: the build uses -march=native, so a build directory shared
+    between different machines must not hand one CPU's binary to another."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        text = "\n".join(sorted(set(lines)))
+    except OSError:
+        text = platform.processor()
+    return hashlib.sha1(f"{platform.machine()}\n{text}".encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _ops():
+    """Build (or load from torch's extension cache) the C++ ops; None, after one warning, if that fails."""
+    from torch.utils import cpp_extension
+
+    here = Path(__file__).parent
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    native = ["-march=native", "-mprefer-vector-width=512"] if x86 else []
+    try:
+        cpp_extension.load(
+            name=f"zoo_kernels_{_cpu_tag()}",
+            sources=[str(here / s) for s in _SOURCES],
+            extra_include_paths=[str(here)],
+            extra_cflags=["-O3", "-fopenmp", *native],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as e:  # no compiler, no ninja, unsupported platform: fall back to torch ops
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        warnings.warn(f"zoo.kernels: C++ extension unavailable, using torch ops ({type(e).__name__}: "
+                      f"{reason})", stacklevel=3)
+        return None
+    return torch.ops.zoo_kernels
+
+
+def available() -> bool:
+    """True when the C++ kernels will run: the extension built and loaded here, and ZOO_KERNELS != 0."""
+    return os.environ.get("ZOO_KERNELS", "1") != "0" and _ops() is not None
+
+
+def _use_kernels(tensors, dtypes) -> bool:
+    """All given tensors on the CPU with one dtype out of dtypes, and the extension available."""
+    tensors = [t for t in tensors if t is not None]
+    same = len({t.dtype for t in tensors}) == 1 and tensors[0].dtype in dtypes
+    return same and all(t.device.type == "cpu" for t in tensors) and available()
+
+
+class _Recurrence(torch.autograd.Function):
+    """Autograd wrapper: forward and backward each run as one C++ call over all T steps."""
+
+    @staticmethod
+    def forward(ctx, cell, XW, W_h, H0, C0, b_hn):
+        outs, saved = _ops().recurrence_forward(cell, XW, W_h, H0, C0, b_hn)
+        ctx.cell = cell
+        ctx.save_for_backward(W_h, H0, C0, *saved)
+        return tuple(outs)  # Hs (T, B, h), H_T[, C_T]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        W_h, H0, C0, *saved = ctx.saved_tensors
+        dXW, dW_h, dH0, *rest = _ops().recurrence_backward(ctx.cell, saved, W_h, H0, C0, list(grads))
+        dC0 = rest[0] if ctx.cell == "lstm" else None
+        db_hn = rest[0] if ctx.cell == "gru" else None
+        return None, dXW, dW_h, dH0, dC0, db_hn
+
+
+def recurrence(cell: str, XW: Tensor, W_h: Tensor, state, b_hn: Tensor | None = None):
+    """Run one recurrent layer over all T steps. state: H0 (B, h), or (H0, C0) for lstm. Returns
+    (Hs (T, B, h), final state in the same form). Differentiable w.r.t. XW, W_h, b_hn and the initial
+    state. XW (T, B, G*h) holds the input projections with the input biases; W_h is (h, G*h)."""
+    if cell not in GATES:
+        raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(GATES)}")
+    H0, C0 = state if cell == "lstm" else (state, None)
+    if cell == "gru" and b_hn is None:
+        b_hn = XW.new_zeros(W_h.shape[0])
+    if XW.shape[0] == 0 or not _use_kernels((XW, W_h, H0, C0, b_hn), (torch.float32, torch.float64)):
+        return reference_recurrence(cell, XW, W_h, state, b_hn)
+    Hs, H, *C = _Recurrence.apply(cell, XW, W_h, H0, C0, b_hn)
+    return Hs, ((H, C[0]) if cell == "lstm" else H)
+
+
+@torch.no_grad()
+def sample_loop(cells: list[str], layers: list[tuple[Tensor, Tensor, Tensor, Tensor | None]],
+                head: tuple[Tensor, Tensor], state: list, first_token: Tensor, steps: int,
+                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[Tensor, list]:
+    """Autoregressive generation, no grad: feed first_token (B,), then each chosen token, for `steps` steps.
+
+    layers[l] = (W_x, b_x, W_h, b_hn): layer 0's input projection of token k is the row W_x[k] + b_x, a
+    higher layer's is H_below @ W_x + b_x. head = (W_q (h, V), b_q (V,)): logits = H_top @ W_q + b_q.
+    state: one entry per layer (H, or (H, C) for lstm), batch B. temperature 0 is greedy argmax; otherwise
+    one draw per row from softmax(logits / temperature) restricted to the top_k largest (top_k > 0) and to
+    the smallest set whose probability reaches top_p. Returns (tokens (B, steps) long, final state).
+    Gives the same tokens as reference_sample_loop for the same generator state.
+    """
+    check_sampling(cells, temperature, top_k, top_p)
+    if len(first_token) and not 0 <= int(first_token.min()) <= int(first_token.max()) < len(layers[0][0]):
+        raise IndexError("first_token holds ids outside the vocabulary")
+    flat = [t for s in state for t in (s if isinstance(s, (tuple, list)) else (s,))]
+    weights = [t for layer in layers for t in layer] + list(head)
+    cpu_generator = generator is None or generator.device.type == "cpu"
+    if not (cpu_generator and _use_kernels(weights + flat, (torch.float32,))):
+        return reference_sample_loop(cells, layers, head, state, first_token, steps, temperature, top_k,
+                                     top_p, generator)
+    W_x, b_x, W_h, b_hn = (list(w) for w in zip(*layers))
+    tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *head, flat, first_token.cpu(), steps,
+                                     temperature, top_k, top_p, generator)
+    it = iter(out)  # flat again: H, then C for an lstm layer
+    return tokens, [(next(it), next(it)) if cell == "lstm" else next(it) for cell in cells]

@@ -1,0 +1,236 @@
+// Autoregressive sampling with the whole loop in C++ (float32, no autograd).
+//
+// At batch 1 a step is a few matrix-vector products over up to a few MB of weights: memory-bound, and
+// per-op dispatch would dominate. So the products are plain loops, and a team of threads splits every
+// layer's hidden units (as in recurrence.cpp), each thread streaming its own contiguous copy of its
+// columns of the weights, which then stay in its own L2 cache. The cell updates reuse the training
+// kernels' row functions; the token choice follows pick() in reference.py op for op, so both paths give
+// the same tokens for the same seed.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "cells.h"
+#include "support.h"
+
+namespace zoo {
+namespace {
+
+using at::Tensor;
+
+// out[b, :n] = bias + x[b] @ W[:, :n] for b < B; x (B, K), W (K, >= n); row strides ldx, ldw, ldo.
+// Blocks of 128 columns keep the accumulators in registers while W streams through once per row.
+void matvec(int64_t B, int64_t K, int64_t n, const float* x, int64_t ldx, const float* W, int64_t ldw,
+            const float* bias, float* out, int64_t ldo) {
+  constexpr int64_t kBlock = 128;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t n0 = 0; n0 < n; n0 += kBlock) {
+      const int64_t nb = std::min(kBlock, n - n0);
+      float acc[kBlock];
+      for (int64_t j = 0; j < kBlock; ++j) acc[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
+      for (int64_t k = 0; k < K; ++k) {
+        const float xk = x[b * ldx + k], *w = W + k * ldw + n0;
+        if (nb == kBlock) {
+          for (int64_t j = 0; j < kBlock; ++j) acc[j] += xk * w[j];
+        } else {
+          for (int64_t j = 0; j < nb; ++j) acc[j] += xk * w[j];
+        }
+      }
+      std::copy(acc, acc + nb, out + b * ldo + n0);
+    }
+  }
+}
+
+// Columns [k*h + u0, k*h + u0 + n) of W (rows, ld) for blocks k = first .. first + blocks - 1, side by
+// side: a thread's private, contiguous copy of the weights it reads at every step.
+std::vector<float> columns(const Tensor& W, int64_t h, int64_t first, int64_t blocks, Slice u) {
+  const Tensor W2 = W.contiguous().view({-1, W.size(-1)});
+  const int64_t rows = W2.size(0), ld = W2.size(1);
+  const float* w = W2.const_data_ptr<float>();
+  std::vector<float> out(rows * blocks * u.n);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t k = 0; k < blocks; ++k)
+      std::copy_n(w + i * ld + (first + k) * h + u.u0, u.n, out.data() + (i * blocks + k) * u.n);
+  return out;
+}
+
+// The state of one layer, shared by the team: H double-buffered (all threads read H_{t-1} while each
+// writes its units of H_t), C for lstm, R * H_{t-1} for gru-book; all (B, h).
+struct LayerState {
+  std::string cell;
+  int64_t h, G;
+  std::vector<float> H[2], C, rh;
+};
+
+// One thread's part of a layer: its units u, its columns of the weights, and (B, G*n) buffers with gate
+// block k of row b at b*G*n + k*n.
+struct LayerPart {
+  Slice u;
+  std::vector<float> W_x, b_x, W_h, W_hn, b_hn, xw, a, nn;
+
+  LayerPart(const LayerState& y, Slice s, const Tensor& Wx, const Tensor& bx, const Tensor& Wh,
+            const Tensor& bhn, int64_t B)
+      : u(s),
+        W_x(columns(Wx, y.h, 0, y.G, s)),
+        b_x(columns(bx, y.h, 0, y.G, s)),
+        W_h(columns(Wh, y.h, 0, y.cell == "gru-book" ? 2 : y.G, s)),
+        W_hn(y.cell == "gru-book" ? columns(Wh, y.h, 2, 1, s) : std::vector<float>()),
+        b_hn(columns(bhn, y.h, 0, 1, s)),
+        xw(B * y.G * s.n),
+        a(B * y.G * s.n),
+        nn(B * s.n) {}
+
+  // Step t: input projection, recurrent product and cell update for this thread's units.
+  void step(LayerState& y, int64_t t, int64_t B, const int64_t* tokens, const LayerState* below) {
+    const int64_t n = u.n, h = y.h, gn = y.G * n;
+    const float* h_prev = y.H[t % 2].data();
+    float* h_new = y.H[(t + 1) % 2].data();
+    if (below) {  // X W_x + b_x with X the layer below's new H
+      const float* x = below->H[(t + 1) % 2].data();
+      matvec(B, below->h, gn, x, below->h, W_x.data(), gn, b_x.data(), xw.data(), gn);
+    } else {  // one-hot times W_x is a row lookup
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < gn; ++j) xw[b * gn + j] = W_x[tokens[b] * gn + j] + b_x[j];
+    }
+    const bool book = y.cell == "gru-book";
+    matvec(B, h, book ? 2 * n : gn, h_prev, h, W_h.data(), book ? 2 * n : gn, nullptr, a.data(), gn);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t v = b * h + u.u0;  // this row's units in a (B, h) array
+      const Gates<const float> x{xw.data() + b * gn, n};
+      const Gates<float> ab{a.data() + b * gn, n};  // the cell functions update a in place
+      if (y.cell == "rnn") {
+        rnn_fwd(n, x[0], ab[0], h_new + v);
+      } else if (y.cell == "lstm") {
+        lstm_fwd(n, x, ab, y.C.data() + v, y.C.data() + v, h_new + v);  // C updated in place
+      } else if (y.cell == "gru") {
+        gru_fwd(n, x, ab, b_hn.data(), h_prev + v, nn.data() + b * n, h_new + v);
+      } else {
+        grub_fwd1(n, x, ab, h_prev + v, y.rh.data() + v);
+      }
+    }
+    if (!book) return;
+    team_barrier();  // R * H_{t-1} complete
+    matvec(B, h, n, y.rh.data(), h, W_hn.data(), n, nullptr, a.data() + 2 * n, gn);
+    for (int64_t b = 0; b < B; ++b) {
+      const Gates<float> ab{a.data() + b * gn, n};
+      grub_fwd2(n, Gates<const float>{xw.data() + b * gn, n}, ab[1], ab[2], h_prev + b * h + u.u0,
+                h_new + b * h + u.u0);
+    }
+  }
+};
+
+// The next token of one row of logits: see pick() in reference.py, which this follows op for op.
+int64_t pick(const float* logits, int64_t V, double temperature, int64_t top_k, double top_p, float u,
+             std::vector<float>& p, std::vector<int64_t>& order) {
+  if (temperature == 0.0) return std::max_element(logits, logits + V) - logits;  // first maximum
+  for (int64_t v = 0; v < V; ++v) p[v] = logits[v] / static_cast<float>(temperature);
+  if (top_k > 0 && top_k < V) {  // keep the top_k largest (ties with the k-th kept)
+    std::vector<float> sorted(p.begin(), p.begin() + V);
+    std::nth_element(sorted.begin(), sorted.begin() + top_k - 1, sorted.end(), std::greater<>());
+    const float kth = sorted[top_k - 1];
+    for (int64_t v = 0; v < V; ++v) p[v] = p[v] < kth ? -INFINITY : p[v];
+  }
+  const float mx = *std::max_element(p.begin(), p.begin() + V);
+  float sum = 0.0f;
+  for (int64_t v = 0; v < V; ++v) sum += (p[v] = std::exp(p[v] - mx));
+  for (int64_t v = 0; v < V; ++v) p[v] /= sum;  // softmax
+  if (top_p < 1.0) {  // drop a token once the more probable ones already reach top_p
+    std::iota(order.begin(), order.begin() + V, 0);
+    std::stable_sort(order.begin(), order.begin() + V, [&](int64_t i, int64_t j) { return p[i] > p[j]; });
+    double acc = 0.0;  // torch.cumsum accumulates float in double
+    for (int64_t r = 0; r < V; ++r) {
+      const float pr = p[order[r]];
+      acc += pr;
+      if (static_cast<float>(acc) - pr >= static_cast<float>(top_p)) p[order[r]] = 0.0f;
+    }
+  }
+  double acc = 0.0;  // inverse CDF: the first token whose cumulative probability exceeds u * total
+  for (int64_t v = 0; v < V; ++v) acc += p[v];
+  const float threshold = u * static_cast<float>(acc);
+  acc = 0.0;
+  int64_t token = 0;
+  for (int64_t v = 0; v < V; ++v) token += static_cast<float>(acc += p[v]) <= threshold;
+  return std::min(token, V - 1);
+}
+
+std::tuple<Tensor, std::vector<Tensor>> sample_loop(
+    const std::vector<std::string>& cells, const std::vector<Tensor>& W_x, const std::vector<Tensor>& b_x,
+    const std::vector<Tensor>& W_h, const std::vector<std::optional<Tensor>>& b_hn, const Tensor& W_q,
+    const Tensor& b_q, const std::vector<Tensor>& state, const Tensor& first_token, int64_t steps,
+    double temperature, int64_t top_k, double top_p, std::optional<at::Generator> generator) {
+  const int64_t B = first_token.size(0), V = W_q.size(1), L = cells.size();
+  std::vector<LayerState> layers(L);
+  int64_t min_h = W_h[0].size(0);
+  size_t next = 0;  // state is flat: H of each layer, followed by C for an lstm layer
+  for (int64_t l = 0; l < L; ++l) {
+    LayerState& y = layers[l];
+    y.cell = cells[l], y.h = W_h[l].size(0), y.G = W_h[l].size(1) / y.h, min_h = std::min(min_h, y.h);
+    const int64_t inputs = l ? layers[l - 1].h : V;
+    TORCH_CHECK(W_x[l].sizes() == at::IntArrayRef({inputs, y.G * y.h}) && b_x[l].numel() == y.G * y.h &&
+                    W_h[l].size(1) == y.G * y.h && (!b_hn[l] || b_hn[l]->numel() == y.h),
+                "sample_loop: layer ", l, " has inconsistent weight shapes");
+    TORCH_CHECK(next + (y.cell == "lstm") < state.size() && state[next].numel() == B * y.h &&
+                    (y.cell != "lstm" || state[next + 1].numel() == B * y.h),
+                "sample_loop: the state of layer ", l, " must be (B, h)");
+    const Tensor H = state[next++].contiguous();
+    y.H[0].assign(H.const_data_ptr<float>(), H.const_data_ptr<float>() + B * y.h);
+    y.H[1].resize(B * y.h), y.rh.resize(B * y.h);
+    if (y.cell == "lstm") {
+      const Tensor C = state[next++].contiguous();
+      y.C.assign(C.const_data_ptr<float>(), C.const_data_ptr<float>() + B * y.h);
+    }
+  }
+  TORCH_CHECK(W_q.size(0) == layers.back().h && b_q.numel() == V, "sample_loop: head must be (h, V), (V,)");
+  const Tensor U = temperature > 0 ? at::rand({steps, B}, generator, W_q.options()) : Tensor();
+  const float* u = temperature > 0 ? U.const_data_ptr<float>() : nullptr;
+  const Tensor tokens = at::empty({B, steps}, first_token.options().dtype(at::kLong));
+  const Tensor first = first_token.to(at::kLong).contiguous();
+  int64_t* out = tokens.mutable_data_ptr<int64_t>();
+  std::vector<float> logits(B * V);
+  run_team(min_h, [&](int p, int P) {
+    std::vector<LayerPart> parts;
+    for (int64_t l = 0; l < L; ++l)
+      parts.emplace_back(layers[l], unit_slice(layers[l].h, p, P), W_x[l], b_x[l], W_h[l],
+                         b_hn[l] ? *b_hn[l] : at::zeros({layers[l].h}, W_h[l].options()), B);
+    const Slice head = unit_slice(V, p, P);
+    const std::vector<float> W_qp = columns(W_q, 0, 0, 1, head);
+    const std::vector<float> b_qp = columns(b_q, 0, 0, 1, head);
+    std::vector<int64_t> prev(first.const_data_ptr<int64_t>(), first.const_data_ptr<int64_t>() + B);
+    std::vector<float> probs(V);
+    std::vector<int64_t> order(V);
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t l = 0; l < L; ++l) {
+        parts[l].step(layers[l], t, B, prev.data(), l ? &layers[l - 1] : nullptr);
+        team_barrier();  // this layer's H_t complete
+      }
+      const LayerState& top = layers.back();
+      matvec(B, top.h, head.n, top.H[(t + 1) % 2].data(), top.h, W_qp.data(), head.n, b_qp.data(),
+             logits.data() + head.u0, V);
+      team_barrier();  // logits complete; every thread then picks the same tokens
+      for (int64_t b = 0; b < B; ++b) {
+        const float draw = u ? u[t * B + b] : 0.0f;
+        prev[b] = pick(logits.data() + b * V, V, temperature, top_k, top_p, draw, probs, order);
+        if (p == 0) out[b * steps + t] = prev[b];
+      }
+    }
+  });
+  std::vector<Tensor> final_state;
+  for (const LayerState& y : layers) {
+    const std::vector<float>& H = y.H[steps % 2];
+    final_state.push_back(at::tensor(at::ArrayRef<float>(H)).view({B, y.h}));
+    if (y.cell == "lstm") final_state.push_back(at::tensor(at::ArrayRef<float>(y.C)).view({B, y.h}));
+  }
+  return {tokens, final_state};
+}
+
+}  // namespace
+}  // namespace zoo
+
+TORCH_LIBRARY_FRAGMENT(zoo_kernels, m) {
+  m.def("sample_loop(str[] cells, Tensor[] W_x, Tensor[] b_x, Tensor[] W_h, Tensor?[] b_hn,"
+        " Tensor W_q, Tensor b_q, Tensor[] state, Tensor first_token, int steps, float temperature,"
+        " int top_k, float top_p, Generator? generator) -> (Tensor, Tensor[])",
+        &zoo::sample_loop);
+}
