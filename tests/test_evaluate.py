@@ -1,0 +1,47 @@
+"""Perplexity is exact: independent of chunking, equal to the mean surprisal, uniform at ln(V)."""
+import math
+
+import pytest
+import torch
+
+from zoo import create_model
+from zoo.evaluate import score, surprisal
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("gru", num_hiddens=32, init="uniform")
+
+
+def test_chunking_does_not_change_the_numbers(model, corpus):
+    ids = corpus.splits.valid[:1000]
+    whole = surprisal(model, ids, chunk=4096)
+    assert len(whole) == 999
+    torch.testing.assert_close(surprisal(model, ids, chunk=37), whole, atol=1e-5, rtol=0)
+
+
+def test_score_is_the_mean_surprisal(model, corpus):
+    ids = corpus.splits.valid[:500]
+    s = score(model, ids)
+    assert s.tokens == 499
+    assert s.loss == pytest.approx(surprisal(model, ids).mean().item(), rel=1e-6)
+    assert s.perplexity == pytest.approx(math.exp(s.loss)) and s.bits_per_token == pytest.approx(s.loss / math.log(2))
+
+
+def test_a_uniform_model_has_perplexity_vocab_size():
+    model = create_model("rnn-scratch", num_hiddens=8)
+    with torch.no_grad():
+        model.W_hq.zero_()
+    assert score(model, torch.randint(0, 28, (300,))).perplexity == pytest.approx(28, rel=1e-5)
+
+
+def test_scoring_restores_training_mode(model):
+    model.train()
+    score(model, torch.arange(20) % 28)
+    assert model.training
+
+
+def test_too_short_a_text():
+    with pytest.raises(ValueError, match="at least two tokens"):
+        score(create_model("rnn", num_hiddens=4), torch.tensor([3]))

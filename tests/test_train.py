@@ -1,0 +1,99 @@
+"""The shared trainer: it learns, keeps the best weights, stops when told, and resumes exactly."""
+import math
+
+import pytest
+import torch
+
+from zoo import create_model
+from zoo.evaluate import score
+from zoo.fit import fit
+from zoo.recipes import recipe_for
+from zoo.train import Trainer, TrainingError
+
+SMALL = dict(train_tokens=3000, batch_size=8, num_steps=20, checkpoint_every=0)
+
+
+def make(corpus, name="lstm", recipe="modern", run_dir=None, hidden=24, **overrides):
+    r = recipe_for(recipe, name, **{**SMALL, **overrides})
+    torch.manual_seed(r.seed)
+    model = create_model(name, num_hiddens=hidden, dropout=r.dropout, weight_drop=r.weight_drop)
+    return Trainer(model, corpus.splits, r, corpus.tokenizer, name, run_dir)
+
+
+def test_book_recipe_learns(corpus):
+    trainer = make(corpus, "rnn-scratch", "book", hidden=64, epochs=6)
+    logs = list(trainer.run())
+    assert [l.epoch for l in logs] == [1, 2, 3, 4, 5, 6]
+    assert logs[-1].train_perplexity < logs[0].train_perplexity - 3
+    assert all(l.valid_perplexity and l.tokens_per_sec > 0 for l in logs)
+
+
+def test_finish_keeps_the_best_validation_weights(corpus):
+    trainer = make(corpus, epochs=4, ema=0.0)
+    logs = list(trainer.run())
+    metrics = trainer.finish()
+    best = min(l.valid_perplexity for l in logs)
+    assert metrics["valid_perplexity"] == pytest.approx(best, rel=1e-6)
+    assert metrics["best_epoch"] == 1 + [l.valid_perplexity for l in logs].index(best)
+    assert metrics["test_perplexity"] < 28 and metrics["parameters"] > 0
+
+
+def test_resume_ends_with_the_same_weights(corpus, tmp_path):
+    """Interrupt after 2 of 5 epochs, resume from the checkpoint: bit-identical to an uninterrupted run."""
+    straight = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "a")
+    list(straight.run())
+    interrupted = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "b")
+    for log in interrupted.run():
+        if log.epoch == 2:
+            break                                   # as if killed right after the epoch-2 checkpoint
+    resumed = Trainer.resume(tmp_path / "b", corpus.splits)
+    assert resumed.epoch == 2
+    list(resumed.run())
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["valid_perplexity"] for h in resumed.history] == [h["valid_perplexity"] for h in straight.history]
+
+
+def test_a_non_finite_loss_names_the_step(corpus):
+    trainer = make(corpus, "rnn", "book", epochs=3)
+    with torch.no_grad():
+        trainer.model.linear.bias[0] = float("nan")
+    with pytest.raises(TrainingError, match=r"loss became nan at step 1 \(epoch 1, batch 1\)"):
+        list(trainer.run())
+
+
+def test_early_stopping(corpus):
+    trainer = make(corpus, "gru", lr=1e-12, warmup_steps=0, epochs=50, patience=2, ema=0.0)
+    logs = list(trainer.run())
+    assert len(logs) == 3 and trainer.stopped_early          # the first validation, then 2 without progress
+
+
+def test_time_budget_stops_mid_epoch(corpus):
+    trainer = make(corpus, "lstm", epochs=10_000, time_budget=1.0)
+    logs = list(trainer.run())
+    assert logs[-1].end_of_epoch and logs[-1].valid_perplexity is not None
+    assert trainer.epoch < 10_000 and 1.0 <= logs[-1].elapsed < 10
+
+
+def test_log_every_reports_fractional_epochs(corpus):
+    trainer = make(corpus, "rnn", "book", epochs=2, log_every=3)
+    logs = list(trainer.run())
+    partial = [l.epoch for l in logs if not l.end_of_epoch]
+    assert partial and all(0 < e < 2 and e != int(e) for e in partial)
+
+
+def test_random_batching_trains(corpus):
+    trainer = make(corpus, "gru-scratch", "book", epochs=3, batching="random")
+    logs = list(trainer.run())
+    assert logs[-1].train_perplexity < logs[0].train_perplexity
+
+
+def test_fit_writes_the_model_folder(corpus, tmp_path):
+    trainer = make(corpus, "rnn", epochs=2)
+    metrics = fit(trainer, tmp_path / "out", progress=False, log=None)
+    from zoo.checkpoint import load_json, load_model
+    loaded = load_model(tmp_path / "out")
+    assert load_json(tmp_path / "out" / "metrics.json")["history"][1]["epoch"] == 2
+    assert loaded.info["metrics"]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
+    test = score(loaded.model, corpus.splits.test).perplexity
+    assert math.isclose(test, metrics["test_perplexity"], rel_tol=1e-5)
