@@ -1,0 +1,4 @@
+"""`python -m zoo ...`: see zoo/cli.py."""
+from zoo.cli import main
+
+main()
