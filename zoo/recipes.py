@@ -39,6 +39,7 @@ class Recipe:
     checkpoint_every: float = _field(30.0, "seconds between checkpoints (one is also written at the end)")
     seed: int = _field(0, "seeds batch order and dropout")
     bf16: bool = _field(False, "bfloat16 autocast (CUDA only)")
+    cuda_graph: bool = _field(False, "replay the training step as one CUDA graph (CUDA, constant lr, no ema)")
 
     def __post_init__(self):
         choices = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "cosine"),

@@ -27,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from zoo import checkpoint as ckpt
 from zoo.data import BATCHINGS, Splits, Tokenizer, num_batches
 from zoo.evaluate import score
+from zoo.graphs import GraphedStep
 from zoo.models import model_from_config
 from zoo.recipes import Recipe
 
@@ -89,6 +90,7 @@ class Trainer:
             self.optimizer = torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        self.run_step = GraphedStep(self) if recipe.cuda_graph and GraphedStep.supports(self) else self.train_step
         self.averaged = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema))
                          if recipe.ema else None)
         self.batches = torch.Generator().manual_seed(recipe.seed)   # batch order and offsets
@@ -106,12 +108,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------ training
 
-    def train_step(self, X: torch.Tensor, Y: torch.Tensor, state):
+    def train_step(self, X: torch.Tensor, Y: torch.Tensor, state, zero_grad: bool = True):
         """One optimizer step on a (B, T) batch; returns the (unsynchronised) loss and the new state."""
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.recipe.bf16 and self.device.type == "cuda"):
+        bf16 = self.recipe.bf16 and self.device.type == "cuda"
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits, state = self.net(X, state)
             loss = lm_loss(logits, Y)
-        self.optimizer.zero_grad(set_to_none=True)
+        if zero_grad:   # a CUDA graph capture zeroes before recording instead (zoo/graphs.py)
+            self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.recipe.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip, foreach=True)
@@ -140,7 +144,7 @@ class Trainer:
                     state = detach(state)
                 else:
                     state = None
-                loss, state = self.train_step(X, Y, state)
+                loss, state = self.run_step(X, Y, state)
                 losses.append(loss)
                 tokens += Y.numel() * self.world
                 self.step += 1
