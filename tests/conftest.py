@@ -23,3 +23,53 @@ def timemachine() -> Path:
 def corpus(timemachine):
     from zoo.data import load_corpus
     return load_corpus(timemachine)
+
+
+# ---------------------------------------------------------------------------- the app (space/)
+
+@pytest.fixture(scope="session")
+def app_weights(tmp_path_factory, corpus):
+    """A bundled-weights folder of tiny models, every registered one, with one deliberately corrupted."""
+    from app_fixtures import CORRUPTED, corrupt, make_weights
+    weights = make_weights(tmp_path_factory.mktemp("weights"), corpus)
+    corrupt(weights / CORRUPTED)
+    return weights
+
+
+@pytest.fixture(scope="session")
+def app(app_weights):
+    """space/app.py launched once per test session on those weights (Hub off): `.module`, `.url`."""
+    from app_fixtures import running_app
+    with running_app(app_weights) as running:
+        yield running
+
+
+# ---------------------------------------------------------------------------- small runs, model cards, the Hub
+
+@pytest.fixture(scope="session")
+def small_text(tmp_path_factory, timemachine) -> Path:
+    """The corpus's first 12,000 characters: a text to train and count on in seconds."""
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    path.write_text(timemachine.read_text(encoding="utf-8")[:12_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(small_text):
+    from zoo.data import load_corpus
+    return load_corpus(small_text)
+
+
+@pytest.fixture
+def local_hub(monkeypatch, tmp_path):
+    """tests/hubserver.py's Hub, which the imported huggingface_hub and `zoo.hub` talk to (token "hf_test",
+    cache in tmp_path/cache)."""
+    from hubserver import HubServer, use_hub
+
+    from zoo.hub import hub_reachable
+    with HubServer() as server:
+        use_hub(monkeypatch, server, tmp_path / "cache")
+        hub_reachable.cache_clear()
+        yield server
+    hub_reachable.cache_clear()
+    assert server.unhandled == []   # the client called no endpoint that the server lacks

@@ -92,7 +92,7 @@ def cmd_train_one(args) -> None:
                              weight_drop=recipe.weight_drop, **sizes)
         trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, args.model, out, device)
     try:
-        metrics = fit(trainer, out)
+        metrics = fit(trainer, out, data=corpus.source)
     except KeyboardInterrupt:
         raise SystemExit(f"interrupted at epoch {trainer.epoch}; `--resume` continues from the last checkpoint in {out}")
     if trainer.rank:

@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -184,18 +184,22 @@ def split(ids: torch.Tensor, valid: float = 0.05, test: float = 0.05) -> Splits:
 
 @dataclass
 class Corpus:
-    """A tokenized text with its splits."""
+    """A tokenized text with its splits, and where it came from (recorded in every model folder)."""
     tokenizer: Tokenizer
     splits: Splits
+    source: dict = field(default_factory=dict)   # {"name", "sha1", "characters"}
 
 
 def load_corpus(path: str | os.PathLike | None = None, mode: str = "book",
                 tokenizer: Tokenizer | None = None) -> Corpus:
     """Read, tokenize and split a corpus (the Time Machine when `path` is None)."""
+    path = timemachine_path() if path is None else Path(path)
     text = read_text(path)
     tokenizer = tokenizer or Tokenizer.fit(text, mode)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    return Corpus(tokenizer, split(ids))
+    source = {"name": Path(path).name, "sha1": hashlib.sha1(text.encode("utf-8")).hexdigest(),
+              "characters": len(text)}
+    return Corpus(tokenizer, split(ids), source)
 
 
 def sequential_batches(ids: torch.Tensor, batch_size: int, num_steps: int,

@@ -25,10 +25,12 @@ def to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def fit(trainer: Trainer, out: str | Path | None = None, progress: bool | None = None, log=to_stderr) -> dict:
+def fit(trainer: Trainer, out: str | Path | None = None, progress: bool | None = None, log=to_stderr,
+        data: dict | None = None) -> dict:
     """Run `trainer` to completion and return its final metrics; write the model folder into `out`.
 
-    `progress=None` shows a tqdm bar on a terminal and prints plain lines otherwise (logs, CI).
+    `progress=None` shows a tqdm bar on a terminal and prints plain lines otherwise (logs, CI). `data`
+    (a `Corpus.source`) is recorded in config.json.
     """
     if trainer.rank != 0:           # under torchrun only rank 0 reports and writes
         progress, log, out = False, None, None
@@ -50,23 +52,25 @@ def fit(trainer: Trainer, out: str | Path | None = None, progress: bool | None =
         bar.close()
     metrics = trainer.finish()
     if out is not None:
-        save_run(out, trainer, metrics)
+        save_run(out, trainer, metrics, data)
     return metrics
 
 
-def save_run(out: str | Path, trainer: Trainer, metrics: dict) -> Path:
-    """The model folder: best weights + config (with recipe and metrics) + the per-epoch history."""
+def save_run(out: str | Path, trainer: Trainer, metrics: dict, data: dict | None = None) -> Path:
+    """The model folder: best weights + config (with recipe, data and metrics) + the per-epoch history."""
     out = Path(out)
     ckpt.save_model(out, trainer.name, trainer.model, trainer.tokenizer,
-                    recipe=trainer.recipe.to_dict(), metrics=metrics)
+                    recipe=trainer.recipe.to_dict(), data=data or {}, metrics=metrics)
     ckpt.save_json(out / METRICS, {"name": trainer.name, "history": trainer.history, "final": metrics})
     return out
 
 
-def fit_ngram_run(corpus: Corpus, out: str | Path | None = None) -> dict:
-    """Count the Kneser-Ney n-gram (order chosen on validation) and score it like the networks."""
+def fit_ngram_run(corpus: Corpus, out: str | Path | None = None, max_order: int = 12, tune: bool = True) -> dict:
+    """Count the Kneser-Ney n-gram (order 2..max_order chosen on validation, discounts fitted to it when
+    `tune`) and score it like the networks."""
     started = time.perf_counter()
-    model, by_order = fit_ngram(corpus.splits.train, corpus.splits.valid, len(corpus.tokenizer))
+    model, by_order = fit_ngram(corpus.splits.train, corpus.splits.valid, len(corpus.tokenizer),
+                                range(2, max_order + 1), tune)
     seconds = time.perf_counter() - started
     scores = {split: score(model, getattr(corpus.splits, split)) for split in ("train", "valid", "test")}
     metrics = {**{f"{split}_perplexity": s.perplexity for split, s in scores.items()},
@@ -74,5 +78,5 @@ def fit_ngram_run(corpus: Corpus, out: str | Path | None = None) -> dict:
                "order": model.config.order, "valid_perplexity_by_order": by_order,
                "train_seconds": seconds, "parameters": 0, "device": "cpu"}
     if out is not None:
-        ckpt.save_model(out, "ngram", model, corpus.tokenizer, metrics=metrics)
+        ckpt.save_model(out, "ngram", model, corpus.tokenizer, data=corpus.source, metrics=metrics)
     return metrics
