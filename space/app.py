@@ -1,0 +1,89 @@
+"""RNN Zoo in the browser: the book's recurrent models side by side on one prompt, on one text, in training,
+and inside their gates.
+
+`python space/app.py` serves the page. Configured by environment variables, read here only:
+    RNN_ZOO_NAMESPACE  Hub owner of the model repos `<namespace>/rnn-zoo-<model>` (default rnn-zoo; empty: no Hub)
+    RNN_ZOO_WEIGHTS    the bundled weights, one folder per model, used when the Hub cannot be had
+                       (default: weights/ beside the zoo package, i.e. <repo>/weights)
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if importlib.util.find_spec("zoo") is None:       # a checkout, zoo not installed: the library is next to space/
+    sys.path.insert(0, str(HERE.parent))
+
+import gradio as gr  # noqa: E402
+import tab_gates  # noqa: E402
+import tab_perplexity  # noqa: E402
+import tab_sample  # noqa: E402
+import tab_training  # noqa: E402
+from book import Memorised, held_out_passage, load_book  # noqa: E402
+from device import DEVICE  # noqa: E402
+from loader import Slot, load_zoo  # noqa: E402
+
+import zoo  # noqa: E402
+from zoo import kernels  # noqa: E402
+
+DEFAULT_NAMESPACE = "rnn-zoo"    # space/README.md lists its repos under `models:` (a test holds the two equal)
+HUB_NAMESPACE = os.environ.get("RNN_ZOO_NAMESPACE", DEFAULT_NAMESPACE)
+WEIGHTS = Path(os.environ.get("RNN_ZOO_WEIGHTS") or Path(zoo.__file__).resolve().parents[1] / "weights")
+MODEL_CONCURRENCY = os.cpu_count() or 2   # model calls at once, one core each (device.runs_models); more queue
+QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is full, instead of waiting minutes
+# Per-character colouring as running text: no gap, padding or rounding between the one-character tokens.
+CSS = """
+.surprisal .token-container, .surprisal .token {
+    margin: 0 !important; padding: 0 !important; border-radius: 0 !important;
+}
+.surprisal .token .text { font-family: var(--font-mono); white-space: pre; }
+"""
+
+
+def examples(book: str) -> dict[str, str]:
+    """Example texts by title: the held-out passage of the book, then space/examples/*.txt (title on line 1)."""
+    found = {"The Time Machine, held out (test split)": book} if book else {}
+    for path in sorted((HERE / "examples").glob("*.txt")):
+        title, _, text = path.read_text(encoding="utf-8").partition("\n")
+        found[title.strip()] = text.strip()
+    return found
+
+
+def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_note: str = "",
+               texts: dict[str, str] | None = None) -> gr.Blocks:
+    """The page: one tab per view, each built from the same loaded models."""
+    loaded = sum(s.ok for s in slots.values())
+    with gr.Blocks(title="RNN Zoo", analytics_enabled=False) as demo:
+        gr.Markdown(f"# RNN Zoo\nThe recurrent language models of *Dive into Deep Learning* (8.5-9.3), written "
+                    f"from scratch and with `torch.nn`, and a Kneser-Ney n-gram as the line to beat: {loaded} of "
+                    f"{len(slots)} models loaded, running on {DEVICE.type}.")
+        with gr.Tabs():
+            with gr.Tab("Sample side by side", id="sample", elem_id="tab-sample"):
+                tab_sample.build(slots, memorised, book_note)
+            with gr.Tab("Perplexity", id="perplexity", elem_id="tab-perplexity"):
+                tab_perplexity.build(slots, texts or {})
+            with gr.Tab("Training", id="training", elem_id="tab-training"):
+                tab_training.build(slots)
+            with gr.Tab("Inside the gates", id="gates", elem_id="tab-gates"):
+                tab_gates.build(slots)
+    return demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
+
+
+def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[str, str]]:
+    """What the page takes from the book: the memorised-span finder, why it is missing, the example texts."""
+    tokenizer = next((s.pretrained.tokenizer for s in slots.values() if s.ok), None)
+    corpus, note = load_book(tokenizer) if tokenizer else (None, "no model is loaded")
+    if corpus is None:
+        return None, note, examples("")
+    return Memorised(tokenizer.decode(corpus.splits.train)), note, examples(held_out_passage(corpus, tokenizer))
+
+
+kernels.available()                               # load (or build, once) the C++ kernels before any visitor
+slots = load_zoo(zoo.list_models(), HUB_NAMESPACE, WEIGHTS, DEVICE)
+demo = build_demo(slots, *from_the_book(slots))
+
+if __name__ == "__main__":
+    demo.launch(css=CSS)

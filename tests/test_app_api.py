@@ -1,0 +1,258 @@
+"""The app's API through gradio_client against the launched app: every tab's endpoint, bad inputs, seeds,
+a model that fails to load, and where the models come from (the Hub, or the bundled weights)."""
+import math
+import sys
+import time
+
+import gradio
+import pytest
+import torch
+import yaml
+from app_fixtures import CORRUPTED, SPACE
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from huggingface_hub import constants, create_repo, upload_folder
+
+from zoo import list_models
+from zoo.evaluate import score
+from zoo.hub import hub_reachable
+
+if str(SPACE) not in sys.path:
+    sys.path.insert(0, str(SPACE))
+
+from book import Memorised  # noqa: E402
+from loader import Slot, hub_id, load_slot, load_zoo  # noqa: E402
+from tab_sample import marked  # noqa: E402
+
+NETWORKS = [name for name in list_models() if name not in ("ngram", CORRUPTED)]
+SETTINGS = dict(length=200, decoding="sample", temperature=0.8, top_k=0, top_p=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+def sample(client, prompt="time traveller", shown=None, **settings):
+    s = {**SETTINGS, **settings}
+    out = client.predict(prompt, s["length"], s["decoding"], s["temperature"], s["top_k"], s["top_p"], s["seed"],
+                         list_models() if shown is None else shown, api_name="/sample")
+    n = len(list_models())
+    status, infos, texts = out[0], dict(zip(list_models(), out[1:n + 1])), dict(zip(list_models(), out[n + 1:]))
+    return status, infos, texts
+
+
+def joined(pieces) -> str:
+    """The panel's text, a sampled <unk> as one character."""
+    return "".join(piece["token"] for piece in pieces or []).replace("<unk>", "?")
+
+
+def test_every_action_is_a_named_endpoint(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/sample", "/show_models", "/perplexity", "/example", "/training", "/gates"}
+
+
+# ---------------------------------------------------------------------------- sample side by side
+
+def test_every_model_answers_the_prompt_in_its_panel(client):
+    status, infos, texts = sample(client)
+    for name in NETWORKS + ["ngram"]:
+        text = joined(texts[name])
+        assert text.startswith("time traveller") and len(text) == len("time traveller") + 200, name
+        assert texts[name][0] == {"token": "time traveller", "class_or_confidence": "prompt"}
+        assert " ms · " in infos[name] and "chars/s" in infos[name] and "copied" in infos[name]
+    assert texts[CORRUPTED] is None
+    assert "not loaded" in infos[CORRUPTED] and "corrupt or truncated" in infos[CORRUPTED]
+    assert status == ""
+
+
+def test_the_same_seed_gives_the_same_text(client):
+    first, second, other = (sample(client, seed=seed)[2] for seed in (7, 7, 8))
+    assert all(joined(first[n]) == joined(second[n]) for n in NETWORKS)
+    assert any(joined(first[n]) != joined(other[n]) for n in NETWORKS)
+    greedy = [sample(client, decoding="greedy", seed=seed)[2] for seed in (1, 2)]
+    assert all(joined(greedy[0][n]) == joined(greedy[1][n]) for n in NETWORKS)
+
+
+def test_only_the_chosen_models_run(client):
+    _, infos, texts = sample(client, shown=["gru", "ngram"], length=30)
+    assert {n for n in list_models() if texts[n]} == {"gru", "ngram"}
+    assert {n for n in list_models() if infos[n]} == {"gru", "ngram"}
+
+
+def test_spans_copied_from_the_training_text_are_marked(client, corpus):
+    _, _, texts = sample(client, prompt="the time traveller", decoding="greedy", shown=["ngram"])
+    pieces = texts["ngram"]
+    copied = [p["token"] for p in pieces if p["class_or_confidence"] == "copied"]
+    assert copied, "the n-gram's greedy continuation repeats the book"
+    train = corpus.tokenizer.decode(corpus.splits.train)
+    text = joined(texts["ngram"])
+    for span in copied:                       # each marked piece ends a 20-character run found in training
+        end = text.index(span) + len(span)
+        assert text[end - 20:end] in train
+
+
+def test_memorised_spans_are_maximal_and_marked_after_the_prompt():
+    memory = Memorised("abcdefghijklmnopqrstuvwxyz" * 2, span=5)
+    text = "xx" + "cdefghij" + "!!" + "klmno" + "yy"
+    assert memory.spans(text) == [(2, 10), (12, 17)]
+    assert marked(text, 4, memory.spans(text)) == [
+        ("xxcd", "prompt"), ("efghij", "copied"), ("!!", None), ("klmno", "copied"), ("yy", None)]
+
+
+@pytest.mark.parametrize("prompt, settings, message", [
+    ("", {}, "prompt is empty"),
+    ("   \n ", {}, "prompt is empty"),
+    ("a" * 10_001, {}, "limit is 10,000"),
+    ("time", {"length": 0}, "Value 0 is less than minimum value 1"),              # Gradio checks the sliders
+    ("time", {"length": 5000}, "Value 5000 is greater than maximum value 2000"),
+    ("time", {"length": 2.5}, "length must be a whole number"),
+    ("time", {"seed": -1}, "seed must be a whole number from 0 to 2147483647"),
+    ("time", {"temperature": 0}, "less than minimum value 0.05"),
+    ("time", {"top_p": 0}, "less than minimum value 0.05"),
+    ("time", {"decoding": "beam"}, "not in the list of choices"),
+    ("\x00\x01\x02binary\x7f", {}, "looks like binary data"),
+    ("1895 !!! 42", {}, "read this prompt as nothing at all"),
+])
+def test_bad_sampling_input_gets_a_clear_message(client, prompt, settings, message):
+    with pytest.raises(AppError, match=message):
+        sample(client, prompt, **settings)
+
+
+def test_no_model_chosen_gets_a_clear_message_and_the_page_still_works(client):
+    with pytest.raises(AppError, match="No model is chosen"):
+        sample(client, shown=[])
+    assert joined(sample(client, shown=["gru"], length=10)[2]["gru"])
+
+
+def test_non_ascii_prompt_is_read_and_the_page_says_how(client):
+    status, _, texts = sample(client, prompt="Café in Zürich, 1895!", length=20)
+    assert "'é'" in status and "'ü'" in status and "'1'" in status
+    assert joined(texts["gru"]).startswith("caf in z rich")
+
+
+# ---------------------------------------------------------------------------- perplexity
+
+def perplexity(client, text):
+    out = client.predict(text, api_name="/perplexity")
+    return out[0], out[1], out[2], dict(zip(list_models(), out[3:]))
+
+
+def test_perplexity_table_chart_and_coloured_text(client, app):
+    text = "It was the best of times, it was the worst of times; the time traveller smiled."
+    status, table, chart, coloured = perplexity(client, text)
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert set(rows) == set(NETWORKS) | {"ngram"}
+    perplexities = [row[1] for row in table["data"]]
+    assert perplexities == sorted(perplexities)
+    for name in rows:                              # the table holds the library's exact numbers
+        pretrained = app.module.slots[name].pretrained
+        expected = score(pretrained.model, torch.tensor(pretrained.tokenizer.encode(text)))
+        assert rows[name]["perplexity"] == pytest.approx(expected.perplexity, abs=1e-3)
+        assert rows[name]["bits/char"] == pytest.approx(math.log2(expected.perplexity), abs=1e-3)
+        assert rows[name]["characters scored"] == len(pretrained.tokenizer.encode(text)) - 1
+        scores = [p["class_or_confidence"] for p in coloured[name]["value"]]
+        assert all(0 <= s <= 1 for s in scores) and max(scores) > 0
+        assert coloured[name]["label"].startswith(f"{name}: perplexity ")
+    assert chart["type"] == "matplotlib" and chart["plot"].startswith("data:image/")
+    assert coloured[CORRUPTED]["label"] == f"{CORRUPTED}: no score"
+    assert f"{CORRUPTED}: not loaded" in status and "',' ';' '.'" in status
+
+
+def test_a_long_text_is_scored_whole_and_coloured_in_part(client):
+    status, table, _, coloured = perplexity(client, "the time traveller smiled " * 300)
+    assert {row[3] for row in table["data"]} == {len("the time traveller smiled " * 300) - 2}
+    assert len(coloured["gru"]["value"]) == 2000 and "colours stop after 2,000 characters" in status
+
+
+def test_perplexity_of_bad_text_gets_a_clear_message(client):
+    for text, message in [("", "text is empty"), ("x" * 10_001, "limit is 10,000"),
+                          ("ab\x00\x00cd", "binary"), ("a", "No model could score this text")]:
+        with pytest.raises(AppError, match=message):
+            perplexity(client, text)
+
+
+def test_examples_fill_the_text_box(client, corpus):
+    passage = client.predict("The Time Machine, held out (test split)", api_name="/example")
+    assert len(passage) > 500 and passage in corpus.tokenizer.decode(corpus.splits.test)
+    assert client.predict("A Tale of Two Cities, Charles Dickens (1859, public domain)",
+                          api_name="/example").startswith("It was the best of times")
+    _, table, _, _ = perplexity(client, passage)
+    assert {row[0] for row in table["data"]} == set(NETWORKS) | {"ngram"}
+
+
+# ---------------------------------------------------------------------------- training and gates
+
+def test_training_plot_and_table(client, app):
+    plot, table = client.predict(api_name="/training")
+    assert plot["type"] == "matplotlib"
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert list(rows) == list_models()
+    gru = app.module.slots["gru"].pretrained
+    assert rows["gru"]["parameters"] == f"{sum(p.numel() for p in gru.model.parameters()):,}"
+    assert rows["gru"]["hidden"] == 32 and rows["deep-lstm"]["layers"] == 2 and rows["gru"]["epochs"] == 3
+    assert rows["gru"]["test perplexity"] == pytest.approx(gru.info["metrics"]["test_perplexity"], abs=1e-3)
+    assert rows["ngram"]["layers"].startswith("order ")
+    assert rows[CORRUPTED]["parameters"] == "not loaded"
+
+
+@pytest.mark.parametrize("model, layer, units", [("gru", 1, ""), ("lstm-scratch", 1, "0, 3 31"), ("deep-lstm", 2, "")])
+def test_gates_heatmap(client, model, layer, units):
+    text = "the time traveller " * 10
+    note, plot = client.predict(model, text, layer, units, api_name="/gates")
+    assert plot["type"] == "matplotlib" and note == f"Showing the first 120 of {len(text.strip())} characters."
+    assert client.predict(model, "the time traveller", layer, units, api_name="/gates")[0] == ""
+
+
+@pytest.mark.parametrize("model, layer, units, message", [
+    ("rnn", 1, "", "not in the list of choices"),
+    (CORRUPTED, 1, "", "not in the list of choices"),
+    ("gru", 2, "", "layer must be a whole number from 1 to 1"),
+    ("gru", 1, "32", "Units must be from 0 to 31"),
+    ("gru", 1, "three", "Units must be whole numbers"),
+])
+def test_gates_bad_input_gets_a_clear_message(client, model, layer, units, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(model, "the time traveller", layer, units, api_name="/gates")
+
+
+# ---------------------------------------------------------------------------- where the models come from
+
+def test_the_space_card_lists_the_models_the_app_loads(app):
+    card = yaml.safe_load((SPACE / "README.md").read_text(encoding="utf-8").split("---")[1])
+    assert card["sdk"] == "gradio" and card["sdk_version"] == gradio.__version__
+    assert (SPACE / card["app_file"]).is_file()
+    assert card["models"] == [hub_id(app.module.DEFAULT_NAMESPACE, name) for name in list_models()]
+
+
+def test_corrupted_folder_fails_in_its_own_slot_only(app):
+    slots = app.module.slots
+    assert not slots[CORRUPTED].ok and "corrupt or truncated" in slots[CORRUPTED].error
+    assert all(slots[name].ok for name in NETWORKS + ["ngram"])
+
+
+def test_a_page_without_any_model_still_builds(app):
+    slots = {name: Slot(name, "nowhere", error="missing model.safetensors") for name in list_models()}
+    demo = app.module.build_demo(slots)
+    assert "0 of 9 models loaded" in demo.config["components"][0]["props"]["value"]
+
+
+def test_offline_start_falls_back_to_the_bundled_weights_at_once(monkeypatch, tmp_path, app_weights):
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")     # nothing listens on port 9
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    hub_reachable.cache_clear()
+    started = time.perf_counter()
+    slots = load_zoo(list_models(), "rnn-zoo", app_weights, torch.device("cpu"))
+    assert time.perf_counter() - started < 5
+    assert all(s.ok for name, s in slots.items() if name != CORRUPTED)
+    assert "bundled weights" in slots["gru"].source and "cannot be reached" in slots["gru"].source
+
+
+def test_a_model_on_the_hub_is_loaded_from_there(local_hub, app_weights):
+    create_repo("test-ns/rnn-zoo-gru")
+    upload_folder(repo_id="test-ns/rnn-zoo-gru", folder_path=app_weights / "gru")
+    gru = load_slot("gru", "test-ns", app_weights, torch.device("cpu"))
+    lstm = load_slot("lstm", "test-ns", app_weights, torch.device("cpu"))
+    assert gru.ok and gru.source == "from the Hub: test-ns/rnn-zoo-gru" and len(gru.history) == 3
+    assert lstm.ok and lstm.source.startswith("bundled weights") and "no model repo" in lstm.source
