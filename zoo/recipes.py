@@ -74,19 +74,25 @@ class Recipe:
 
 BOOK = Recipe()
 
-MODERN = Recipe(optimizer="adamw", lr=4e-3, weight_decay=0.1, schedule="cosine", warmup_steps=100,
-                min_lr_ratio=0.05, batch_size=64, num_steps=100, epochs=40, train_tokens=0,
-                dropout=0.25, weight_drop=0.25, ema=0.995, patience=6, checkpoint_every=60.0)
+# Tuned on the validation split at hidden 256 (the book's size); see weights/REPORT.md for what was tried.
+MODERN = Recipe(optimizer="adamw", lr=1.6e-2, weight_decay=0.1, schedule="cosine", warmup_steps=100,
+                min_lr_ratio=0.05, batch_size=32, num_steps=64, epochs=60, train_tokens=0,
+                dropout=0.25, weight_drop=0.25, ema=0.98, patience=10, checkpoint_every=60.0)
 
 RECIPES = {"book": BOOK, "modern": MODERN}
 
-# The book trains its deep LSTM (9.3) with lr 2, every other model with lr 1.
-_BOOK_OVERRIDES = {"deep-lstm": {"lr": 2.0}, "deep-lstm-scratch": {"lr": 2.0}}
+# The book trains its deep LSTM (9.3) with lr 2, every other model with lr 1. In the modern recipe the
+# gateless RNN needs a gentler step, tighter clipping and almost no dropout to stay stable and not underfit.
+_OVERRIDES = {
+    "book": {"deep-lstm": {"lr": 2.0}, "deep-lstm-scratch": {"lr": 2.0}},
+    "modern": {name: {"lr": 1e-2, "clip": 0.25, "dropout": 0.05, "weight_drop": 0.05, "epochs": 70}
+               for name in ("rnn", "rnn-scratch")},
+}
 
 
 def recipe_for(name: str, model_name: str | None = None, **overrides) -> Recipe:
     """The named recipe ("book" | "modern"), with its per-model settings and then `overrides` applied."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose {' or '.join(RECIPES)}")
-    per_model = _BOOK_OVERRIDES.get(model_name, {}) if name == "book" else {}
+    per_model = _OVERRIDES[name].get(model_name, {})
     return replace(RECIPES[name], **{**per_model, **overrides})
