@@ -1,10 +1,12 @@
 """RNN Zoo in the browser: the book's recurrent models side by side on one prompt, on one text, in training,
-and inside their gates.
+and inside their gates; and one that the visitor trains, live.
 
 `python space/app.py` serves the page. Configured by environment variables, read here only:
     RNN_ZOO_NAMESPACE  Hub owner of the model repos `<namespace>/rnn-zoo-<model>` (default rnn-zoo; empty: no Hub)
     RNN_ZOO_WEIGHTS    the bundled weights, one folder per model, used when the Hub cannot be had
                        (default: weights/ beside the zoo package, i.e. <repo>/weights)
+    RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
+    RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
 """
 from __future__ import annotations
 
@@ -21,19 +23,26 @@ import gradio as gr  # noqa: E402
 import tab_gates  # noqa: E402
 import tab_perplexity  # noqa: E402
 import tab_sample  # noqa: E402
+import tab_train  # noqa: E402
 import tab_training  # noqa: E402
 from book import Memorised, held_out_passage, load_book  # noqa: E402
 from device import DEVICE  # noqa: E402
 from loader import Slot, load_zoo  # noqa: E402
+from train_runs import Runs, Session, forget  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import kernels  # noqa: E402
+from zoo.data import Corpus  # noqa: E402
 
 DEFAULT_NAMESPACE = "rnn-zoo"    # space/README.md lists its repos under `models:` (a test holds the two equal)
 HUB_NAMESPACE = os.environ.get("RNN_ZOO_NAMESPACE", DEFAULT_NAMESPACE)
 WEIGHTS = Path(os.environ.get("RNN_ZOO_WEIGHTS") or Path(zoo.__file__).resolve().parents[1] / "weights")
 MODEL_CONCURRENCY = os.cpu_count() or 2   # model calls at once, one core each (device.runs_models); more queue
 QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is full, instead of waiting minutes
+TRAIN_RUNS = int(os.environ.get("RNN_ZOO_TRAIN_RUNS") or
+                 (2 if DEVICE.type == "cuda" else max(1, min(2, (os.cpu_count() or 2) // 2))))
+TRAIN_SECONDS = int(os.environ.get("RNN_ZOO_TRAIN_SECONDS") or 60)
+SESSION_SECONDS = 3 * 3600   # a visitor's trained models and files are kept this long after their last run
 # Per-character colouring as running text: no gap, padding or rounding between the one-character tokens.
 CSS = """
 .surprisal .token-container, .surprisal .token {
@@ -53,37 +62,51 @@ def examples(book: str) -> dict[str, str]:
 
 
 def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_note: str = "",
-               texts: dict[str, str] | None = None) -> gr.Blocks:
-    """The page: one tab per view, each built from the same loaded models."""
+               texts: dict[str, str] | None = None, corpus: Corpus | None = None,
+               runs: Runs | None = None) -> gr.Blocks:
+    """The page: one tab per view, each built from the same loaded models (and the visitor's own, trained in
+    the Train tab and kept in their session)."""
     loaded = sum(s.ok for s in slots.values())
-    with gr.Blocks(title="RNN Zoo", analytics_enabled=False) as demo:
+    runs = runs or Runs(TRAIN_RUNS)
+    with gr.Blocks(title="RNN Zoo", analytics_enabled=False, delete_cache=(3600, SESSION_SECONDS)) as demo:
         gr.Markdown(f"# RNN Zoo\nThe recurrent language models of *Dive into Deep Learning* (8.5-9.3), written "
                     f"from scratch and with `torch.nn`, and a Kneser-Ney n-gram as the line to beat: {loaded} of "
                     f"{len(slots)} models loaded, running on {DEVICE.type}.")
+        yours = gr.State(Session(), time_to_live=SESSION_SECONDS, delete_callback=forget)
         with gr.Tabs():
             with gr.Tab("Sample side by side", id="sample", elem_id="tab-sample"):
-                tab_sample.build(slots, memorised, book_note)
+                tab_sample.build(slots, memorised, book_note, yours)
             with gr.Tab("Perplexity", id="perplexity", elem_id="tab-perplexity"):
-                tab_perplexity.build(slots, texts or {})
+                tab_perplexity.build(slots, texts or {}, yours)
             with gr.Tab("Training", id="training", elem_id="tab-training"):
                 tab_training.build(slots)
+            with gr.Tab("Train", id="train", elem_id="tab-train"):
+                tab_train.build(corpus, book_note, runs, yours, TRAIN_SECONDS)
             with gr.Tab("Inside the gates", id="gates", elem_id="tab-gates"):
                 tab_gates.build(slots)
+
+        def page_closed(request: gr.Request) -> None:
+            """A visitor who leaves stops their run (Gradio also closes its generator)."""
+            runs.stop(request.session_hash, closed=True)
+        demo.unload(page_closed)
     return demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
 
 
-def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[str, str]]:
-    """What the page takes from the book: the memorised-span finder, why it is missing, the example texts."""
+def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[str, str], Corpus | None]:
+    """What the page takes from the book: the memorised-span finder, why it is missing, the example texts, and
+    the corpus the Train tab trains on."""
     tokenizer = next((s.pretrained.tokenizer for s in slots.values() if s.ok), None)
     corpus, note = load_book(tokenizer) if tokenizer else (None, "no model is loaded")
     if corpus is None:
-        return None, note, examples("")
-    return Memorised(tokenizer.decode(corpus.splits.train)), note, examples(held_out_passage(corpus, tokenizer))
+        return None, note, examples(""), None
+    return (Memorised(tokenizer.decode(corpus.splits.train)), note, examples(held_out_passage(corpus, tokenizer)),
+            corpus)
 
 
 kernels.available()                               # load (or build, once) the C++ kernels before any visitor
 slots = load_zoo(zoo.list_models(), HUB_NAMESPACE, WEIGHTS, DEVICE)
-demo = build_demo(slots, *from_the_book(slots))
+train_runs = Runs(TRAIN_RUNS)
+demo = build_demo(slots, *from_the_book(slots), runs=train_runs)
 
 if __name__ == "__main__":
     demo.launch(css=CSS)

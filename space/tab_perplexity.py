@@ -1,5 +1,6 @@
 """Perplexity: how surprised each model is by a text, in all (a table and a chart, the n-gram as the line to
-beat) and where (per model, the text coloured by each character's surprisal)."""
+beat) and where (per model, the text coloured by each character's surprisal); the visitor's own model, trained
+in the Train tab, among them."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from device import runs_models
 from inputs import check_text, refuse, vocabulary_note
 from loader import Slot
 from matplotlib.figure import Figure
+from train_runs import Session, yours
 
 from zoo.evaluate import Score, surprisal
 
@@ -50,8 +52,8 @@ def chart(table: pd.DataFrame) -> Figure:
     return figure
 
 
-def build(slots: dict[str, Slot], examples: dict[str, str]) -> None:
-    """The text box, its examples, the table, the chart and one coloured text per model."""
+def build(slots: dict[str, Slot], examples: dict[str, str], visitor: gr.State | None = None) -> None:
+    """The text box, its examples, the table, the chart and one coloured text per model, the visitor's last."""
     names = list(slots)
     with gr.Row():
         text = gr.Textbox(label="Text", lines=6, max_lines=16, elem_id="text", scale=4)
@@ -65,12 +67,14 @@ def build(slots: dict[str, Slot], examples: dict[str, str]) -> None:
                 "as a blind guess; purple = outside the model's vocabulary.")
     coloured = [gr.HighlightedText(label=name, elem_id=f"surprisal-{name}", elem_classes="surprisal",
                                    show_legend=False, show_inline_category=False) for name in names]
+    your_coloured = gr.HighlightedText(label="your model (train one in the Train tab)", elem_id="surprisal-yours",
+                                       elem_classes="surprisal", show_legend=False, show_inline_category=False)
 
     @runs_models
-    def score_all(text):
-        """Each loaded model's (score, coloured pieces), and why the others have none."""
+    def score_all(text, own: Slot | None):
+        """Each loaded model's (score, coloured pieces), the visitor's too, and why the others have none."""
         scored, failed = {}, []
-        for name, slot in slots.items():
+        for name, slot in {**slots, **({own.name: own} if own else {})}.items():
             if not slot.ok:
                 failed.append(f"{name}: not loaded ({slot.error})")
                 continue
@@ -80,10 +84,11 @@ def build(slots: dict[str, Slot], examples: dict[str, str]) -> None:
                 failed.append(f"{name}: {e}")
         return scored, failed
 
-    def perplexity(text):
+    def perplexity(text, visitor: Session | None = None):
         """Score the text with every loaded model; a model that cannot read it says so in its own label."""
         text = check_text(text, "text")
-        scored, failed = score_all(text)
+        own = yours(visitor)
+        scored, failed = score_all(text, own)
         if not scored:
             raise refuse("No model could score this text: " + "; ".join(failed))
         frame = pd.DataFrame([(name, s.perplexity, s.bits_per_token, s.tokens) for name, (s, _) in scored.items()],
@@ -95,8 +100,16 @@ def build(slots: dict[str, Slot], examples: dict[str, str]) -> None:
             notes.append(f"The colours stop after {SHOWN_TOKENS:,} characters; the numbers cover the whole text.")
         labels = [gr.HighlightedText(scored[name][1], label=f"{name}: perplexity {scored[name][0].perplexity:.2f}")
                   if name in scored else gr.HighlightedText(None, label=f"{name}: no score") for name in names]
+        if own:
+            labels.append(gr.HighlightedText(scored[own.name][1], label=f"{own.name} ({own.source}): perplexity "
+                                             f"{scored[own.name][0].perplexity:.2f}") if own.name in scored else
+                          gr.HighlightedText(None, label=f"{own.name}: no score"))
+        else:
+            labels.append(gr.HighlightedText(None, label="your model (train one in the Train tab)"))
         return ["\n\n".join(n for n in notes if n), frame, chart(frame), *labels]
 
-    gr.on([run.click, text.submit], perplexity, text, [status, table, plot, *coloured], api_name="perplexity",
-          concurrency_id="models", show_progress_on=status)
+    # The visitor's model comes last in the outputs, so the bundled models' keep their places in the API.
+    gr.on([run.click, text.submit], perplexity, [text] + ([visitor] if visitor else []),
+          [status, table, plot, *coloured, your_coloured], api_name="perplexity", concurrency_id="models",
+          show_progress_on=status)
     example.change(lambda name: examples.get(name, gr.skip()), example, text, api_name="example", queue=False)

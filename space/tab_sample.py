@@ -1,5 +1,6 @@
 """Sample side by side: one prompt and one set of decoding controls, every model's continuation in its own
-panel with its time and speed, and the spans it copied verbatim from the training text marked."""
+panel with its time and speed, and the spans it copied verbatim from the training text marked; the visitor's
+own model, trained in the Train tab, in a panel of its own."""
 from __future__ import annotations
 
 import time
@@ -9,6 +10,7 @@ from book import Memorised
 from device import runs_models
 from inputs import check_number, check_text, refuse, vocabulary_note
 from loader import Slot
+from train_runs import yours
 
 from zoo.generate import generate
 
@@ -16,6 +18,7 @@ MAX_LENGTH = 2000
 PER_ROW = 3
 REFERENCE = "ngram"   # shown on request: it samples one Python step per character, ~5x slower than all 8 networks
 COLORS = {"prompt": "#d1d5db", "copied": "#f59e0b"}
+NO_MODEL_YET = "Train a model in the Train tab: it answers here too."
 
 
 def marked(text: str, start: int, spans: list[tuple[int, int]]) -> list[tuple[str, str | None]]:
@@ -52,8 +55,8 @@ def continuation(slot: Slot, prompt: str, length: int, temperature: float, top_k
     return line, marked(text, start, spans)
 
 
-def build(slots: dict[str, Slot], memorised: Memorised | None, book_note: str) -> None:
-    """The tab's controls, one panel per model (PER_ROW to a row) and its two events."""
+def build(slots: dict[str, Slot], memorised: Memorised | None, book_note: str, visitor: gr.State | None = None) -> None:
+    """The tab's controls, one panel per model (PER_ROW to a row), the visitor's model's, and its two events."""
     names = list(slots)
     with gr.Row():
         prompt = gr.Textbox("time traveller", label="Prompt", elem_id="prompt", scale=4)
@@ -83,14 +86,23 @@ def build(slots: dict[str, Slot], memorised: Memorised | None, book_note: str) -
                     texts.append(gr.HighlightedText(elem_id=f"sample-{name}", show_label=False, color_map=COLORS,
                                                     show_inline_category=False))
                 columns.append(column)
+    with gr.Column(elem_id="panel-yours", min_width=280):
+        gr.Markdown("**your model**  \n<small>trained in the Train tab during this visit</small>")
+        your_info = gr.Markdown(NO_MODEL_YET, elem_id="info-yours")
+        your_text = gr.HighlightedText(elem_id="sample-yours", show_label=False, color_map=COLORS,
+                                       show_inline_category=False)
 
     @runs_models
-    def run_models(prompt, length, temperature, top_k, top_p, seed, shown):
-        """Each model's panel as plain data."""
-        return [continuation(slots[name], prompt, length, temperature, top_k, top_p, seed, memorised)
-                if name in shown else ("", None) for name in names]
+    def run_models(prompt, length, temperature, top_k, top_p, seed, shown, own: Slot | None):
+        """Each model's panel as plain data, the visitor's model's last."""
+        panels = [continuation(slots[name], prompt, length, temperature, top_k, top_p, seed, memorised)
+                  if name in shown else ("", None) for name in names]
+        if own is None:
+            return panels + [(NO_MODEL_YET, None)]
+        info, text = continuation(own, prompt, length, temperature, top_k, top_p, seed, memorised)
+        return panels + [(f"**{own.name}**: {own.source}  \n{info}", text)]
 
-    def sample(prompt, length, decoding, temperature, top_k, top_p, seed, shown):
+    def sample(prompt, length, decoding, temperature, top_k, top_p, seed, shown, visitor=None):
         """Every shown model continues the same prompt with the same settings and seed."""
         prompt = check_text(prompt, "prompt")
         length = check_number(length, "length", 1, MAX_LENGTH)
@@ -104,11 +116,15 @@ def build(slots: dict[str, Slot], memorised: Memorised | None, book_note: str) -
         tokenizers = [s.pretrained.tokenizer for s in slots.values() if s.ok]
         if tokenizers and not tokenizers[0].encode(prompt):
             raise refuse(f"The models read this prompt as nothing at all. {vocabulary_note(tokenizers, prompt)}")
-        panels = run_models(prompt, length, temperature, top_k, top_p, seed, shown)
-        return [vocabulary_note(tokenizers, prompt)] + [info for info, _ in panels] + [text for _, text in panels]
+        *panels, own = run_models(prompt, length, temperature, top_k, top_p, seed, shown, yours(visitor))
+        return [vocabulary_note(tokenizers, prompt)] + [info for info, _ in panels] + [text for _, text in panels] \
+            + list(own)
 
-    # Progress and errors show on the status line: a refused input leaves the last answers in place.
-    gr.on([run.click, prompt.submit], sample, [prompt, length, decoding, temperature, top_k, top_p, seed, shown],
-          [status, *infos, *texts], api_name="sample", concurrency_id="models", show_progress_on=status)
+    # Progress and errors show on the status line: a refused input leaves the last answers in place. The
+    # visitor's model comes last in the outputs, so the bundled models' keep their places in the API.
+    gr.on([run.click, prompt.submit], sample,
+          [prompt, length, decoding, temperature, top_k, top_p, seed, shown] + ([visitor] if visitor else []),
+          [status, *infos, *texts, your_info, your_text], api_name="sample", concurrency_id="models",
+          show_progress_on=status)
     shown.change(lambda chosen: [gr.Column(visible=name in chosen) for name in names], shown, columns,
                  api_name="show_models", queue=False)

@@ -49,7 +49,8 @@ def joined(pieces) -> str:
 
 def test_every_action_is_a_named_endpoint(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/sample", "/show_models", "/perplexity", "/example", "/training", "/gates"}
+    assert set(endpoints) == {"/sample", "/show_models", "/perplexity", "/example", "/training", "/gates",
+                              "/train", "/stop_training"}
 
 
 # ---------------------------------------------------------------------------- sample side by side

@@ -1,9 +1,11 @@
 """The app end to end in a real headless Chromium: type a prompt and see every model's panel filled, score a
-text and see the table and the coloured text, open the training and gates views; screenshots are kept as
-artifacts ($ZOO_SCREENSHOTS, default artifacts/screenshots). Every request must stay on 127.0.0.1: the page
-loads nothing from the internet (fonts, CDNs, analytics)."""
+text and see the table and the coloured text, open the training and gates views, train a model and watch its
+plot grow, stop a run, close a page that trains; screenshots are kept as artifacts ($ZOO_SCREENSHOTS, default
+artifacts/screenshots). Every request must stay on 127.0.0.1: the page loads nothing from the internet (fonts,
+CDNs, analytics)."""
 import os
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -107,6 +109,81 @@ def test_a_bad_input_shows_a_message_and_keeps_the_last_answers(page):
     page.get_by_text("The prompt is empty: type or paste some text.").wait_for()
     assert "Traceback" not in page.content() and text_of(page, "#sample-gru") == before
     page.screenshot(path=SHOTS / "bad-input.png", full_page=True)
+
+
+def set_number(page, elem_id: str, value) -> None:
+    """Type into a slider's number box."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def start_training(page, seconds: int) -> None:
+    """A small run (32 hidden units) of `seconds`, started; returns once the plot has drawn its first lines."""
+    page.get_by_role("tab", name="Train", exact=True).click()
+    set_number(page, "train-hidden", 32)
+    set_number(page, "train-seconds", seconds)
+    page.locator("#train-start").click()
+    page.wait_for_function(f"() => {LINES}.some(n => n > 0)", timeout=30_000)
+
+
+# how much of each line of the training plot is drawn (Vega's SVG paths): grows with every update
+LINES = "[...document.querySelectorAll('#train-plot .mark-line path')].map(p => (p.getAttribute('d') || '').length)"
+
+
+def test_a_trained_model_draws_its_curves_as_it_learns(page):
+    start_training(page, seconds=4)
+    drawn = page.evaluate(f"() => {LINES}")
+    page.wait_for_function(f"before => {LINES}.some((n, i) => n > before[i])", arg=drawn, timeout=10_000)
+    assert "· epoch" in text_of(page, "#train-status") and "tokens/s" in text_of(page, "#train-status")
+    page.screenshot(path=SHOTS / "train-running.png", full_page=True)
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.includes('your model')",
+                           timeout=30_000)
+    assert "time is up after" in text_of(page, "#train-status")
+    assert "model.safetensors" in text_of(page, "#train-files") and "config.json" in text_of(page, "#train-files")
+    assert page.locator("#train-greedy textarea").input_value().startswith("time traveller")
+    page.screenshot(path=SHOTS / "train-done.png", full_page=True)
+
+    page.get_by_role("tab", name="Sample side by side").click()       # the model joins the other tabs
+    page.locator("#prompt textarea").fill("time traveller")
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#info-yours').innerText.includes('chars/s')",
+                           timeout=30_000)
+    assert "your run 1" in text_of(page, "#info-yours")
+    assert text_of(page, "#sample-yours").replace("\n", "").startswith("time traveller")
+
+
+def test_stop_ends_a_run_and_the_previous_run_stays_on_the_plot(page):
+    start_training(page, seconds=60)
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.includes('· validation')")
+    page.locator("#train-stop").click()
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.includes(', stopped after')",
+                           timeout=15_000)
+    assert "previous run: run 1" in text_of(page, "#train-status")
+    assert all(n > 0 for n in page.evaluate(f"() => {LINES}"))       # both runs' curves
+    page.screenshot(path=SHOTS / "train-stopped.png", full_page=True)
+
+
+def test_closing_the_page_stops_its_run(page, app):
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})    # another visitor
+    other.goto(app.url)
+    start_training(other, seconds=60)
+    assert app.module.train_runs.training() == 1
+    other.close()
+    deadline = time.monotonic() + 15
+    while app.module.train_runs.training() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert app.module.train_runs.training() == 0
+
+
+def test_the_defaults_follow_the_model_and_the_optimizer(page):
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.locator("#train-model input").click()
+    page.get_by_role("option", name="deep-lstm", exact=True).click()      # the book trains it with lr 2
+    page.wait_for_function("() => document.querySelector('#train-lr input').value === '2'")
+    assert page.locator("#train-layers input[type=number]").input_value() == "2"
+    page.locator("#train-optimizer").get_by_label("adamw").check()
+    page.wait_for_function("() => document.querySelector('#train-lr input').value === '0.004'")
 
 
 def test_every_request_stays_on_this_machine(page, app):
