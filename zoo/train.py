@@ -150,11 +150,13 @@ class Trainer:
                 self.step += 1
                 out_of_time = bool(r.time_budget) and time.perf_counter() - started >= r.time_budget
                 if r.log_every and (i + 1) % r.log_every == 0 and i + 1 < per_epoch and not out_of_time:
+                    self._sync()
                     self.elapsed = time.perf_counter() - started
                     yield self._log(losses, tokens, time.perf_counter() - t0, None, lr,
                                     epoch=self.epoch + min(1.0, (i + 1) / per_epoch))
                 if out_of_time:
                     break
+            self._sync()
             train_seconds = time.perf_counter() - t0
             self._check_finite(losses)
             self.epoch += 1
@@ -171,6 +173,11 @@ class Trainer:
             yield log
             if out_of_time:
                 break
+
+    def _sync(self) -> None:
+        """Wait for the GPU's queued work, so that clocks read around it time the work, not its launch."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     @property
     def stopped_early(self) -> bool:
