@@ -9,12 +9,15 @@ projections, the recurrent layer, a linear head and cross-entropy. Sampling: us 
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout: zoo need not be installed
 from zoo import kernels
 from zoo.kernels.reference import GATES
 
@@ -35,11 +38,12 @@ def median_ms(fns: dict, reps: int, warmup: int = 3) -> dict:
 
 
 def kernel_step(cell: str, use_kernels: bool):
-    """fwd + bwd of embedding -> recurrence -> head -> cross-entropy with zoo.kernels' parameter layout."""
+    """fwd + bwd of recurrence -> head -> cross-entropy with the concise models' parameter layout: the
+    input projection as a row lookup into W_x + b_x, and W_h as torch.nn's weight_hh.t()."""
     G = GATES[cell]
     params = {
         "W_x": torch.randn(V, G * H) * 0.1, "b_x": torch.zeros(G * H),
-        "W_h": torch.randn(H, G * H) / H**0.5, "W_q": torch.randn(H, V) * 0.1, "b_q": torch.zeros(V),
+        "W_hh": torch.randn(G * H, H) / H**0.5, "W_q": torch.randn(H, V) * 0.1, "b_q": torch.zeros(V),
     }
     if cell == "gru":
         params["b_hn"] = torch.zeros(H)
@@ -52,8 +56,8 @@ def kernel_step(cell: str, use_kernels: bool):
     def step():
         for p in params.values():
             p.grad = None
-        XW = F.embedding(X.T, params["W_x"] + params["b_x"])  # (T, B, G*h): one-hot @ W_x + b is a lookup
-        Hs, _ = run(cell, XW, params["W_h"], state, params.get("b_hn"))
+        XW = kernels.Lookup(X.T, params["W_x"] + params["b_x"])  # XW[t, b] = (W_x + b_x)[X[b, t]]
+        Hs, _ = run(cell, XW, params["W_hh"].t(), state, params.get("b_hn"))
         logits = Hs @ params["W_q"] + params["b_q"]  # (T, B, V)
         F.cross_entropy(logits.reshape(-1, V), Y.T.reshape(-1)).backward()
 

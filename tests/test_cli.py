@@ -107,8 +107,9 @@ def test_unknown_model_is_a_usage_error(tmp_path):
 
 
 def test_kill_then_resume_ends_with_the_same_weights(tmp_path):
-    """SIGKILL a run after its epoch-3 checkpoint; `--resume` finishes with the uninterrupted run's weights."""
-    args = ["lstm", "--epochs", 8, "--recipe", "modern", "--checkpoint-every", 0, *SMALL]
+    """SIGKILL a run after its epoch-3 checkpoint; `--resume` finishes with the uninterrupted run's weights.
+    The run is long enough (20 epochs) that it is still going when the poll sees epoch 3."""
+    args = ["lstm", "--epochs", 20, "--recipe", "modern", "--checkpoint-every", 0, *SMALL]
     zoo("train", *args[:1], "--out", tmp_path / "straight", *args[1:])
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", *map(str, args[:1]), "--out", str(killed),

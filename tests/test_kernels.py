@@ -23,16 +23,18 @@ def make_inputs(cell, T, B, h, dtype=torch.float32, seed=0):
 
 
 def leaves(XW, W_h, state, b_hn):
-    return [t for t in (XW, W_h, *(state if isinstance(state, tuple) else (state,)), b_hn) if t is not None]
+    return [t for t in (XW, W_h, *(state if isinstance(state, tuple) else (state,)), b_hn)
+            if isinstance(t, torch.Tensor) and t.is_leaf and t.requires_grad]
 
 
-def outputs_and_grads(run, cell, inputs):
-    """The outputs (Hs, final state) of `run`, and the gradients of a fixed random mix of them."""
+def outputs_and_grads(run, cell, inputs, also=()):
+    """The outputs (Hs, final state) of `run`, and the gradients of a fixed random mix of them with respect
+    to the tensors `also` and then the leaves of the inputs."""
     Hs, state = run(cell, *inputs)
     outs = [Hs, *(state if isinstance(state, tuple) else (state,))]
     g = torch.Generator().manual_seed(1)
     loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
-    return outs, torch.autograd.grad(loss, leaves(*inputs))
+    return outs, torch.autograd.grad(loss, [*also, *leaves(*inputs)])
 
 
 # ---- recurrence: C++ against the reference
@@ -79,6 +81,88 @@ def flat_inputs(recurrence, cell):
     return run
 
 
+def compare(got, ref, grads_got, grads_ref):
+    """Outputs within 1e-5; gradients within 1e-4 relative to each gradient's scale."""
+    for out, r in zip(got, ref):
+        torch.testing.assert_close(out, r, rtol=0, atol=1e-5)
+    for grad, r in zip(grads_got, grads_ref):
+        torch.testing.assert_close(grad, r, rtol=1e-4, atol=1e-4 * max(r.abs().max().item(), 1e-3))
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,h,V", [(7, 3, 5, 4), (35, 32, 256, 28)])
+def test_lookup_matches_embedding_then_reference(cell, T, B, h, V):
+    """Lookup(ids, table) reads table[ids[t, b]] in place; the table's gradient is accumulated per row."""
+    XW, W_h, state, b_hn = make_inputs(cell, T, B, h)
+    g = torch.Generator().manual_seed(2)
+    table = (torch.randn(V + 1, XW.shape[-1], generator=g)).requires_grad_()  # row V is never used
+    ids = torch.randint(V, (B, T), generator=g).t()  # (T, B), a transposed view as the models pass it
+    inputs = (kernels.Lookup(ids, table), W_h, state, b_hn)
+    outs, grads = outputs_and_grads(kernels.recurrence, cell, inputs, [table])
+    dense = (torch.nn.functional.embedding(ids, table), W_h, state, b_hn)
+    ref_outs, ref_grads = outputs_and_grads(kernels.reference_recurrence, cell, dense, [table])
+    assert outs[0].grad_fn.name() != ref_outs[0].grad_fn.name()
+    compare(outs, ref_outs, grads, ref_grads)
+    assert not grads[0][V].any()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_lookup_in_the_reference_is_embedding(cell):
+    XW, W_h, state, b_hn = make_inputs(cell, 4, 3, 6, dtype=torch.float64)
+    table = torch.randn(5, XW.shape[-1], dtype=torch.float64)
+    ids = torch.randint(5, (4, 3))
+    Hs, _ = kernels.reference_recurrence(cell, kernels.Lookup(ids, table), W_h, state, b_hn)
+    ref, _ = kernels.reference_recurrence(cell, table[ids], W_h, state, b_hn)
+    torch.testing.assert_close(Hs, ref, rtol=0, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", CELLS)
+def test_lookup_gradcheck(cell):
+    _, W_h, state, b_hn = make_inputs(cell, 4, 2, 3, torch.float64)
+    table = torch.randn(3, W_h.shape[1], dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[0, 2], [2, 2], [1, 0], [2, 1]])
+
+    def run(table, *rest):
+        return flat_inputs(kernels.recurrence, cell)(kernels.Lookup(ids, table), *rest)
+    assert torch.autograd.gradcheck(run, [table, *leaves(None, W_h, state, b_hn)])
+
+
+@needs_kernels
+def test_lookup_rejects_ids_outside_the_table():
+    _, W_h, state, _ = make_inputs("lstm", 3, 2, 4)
+    table = torch.randn(5, W_h.shape[1])
+    with pytest.raises(RuntimeError, match="ids outside"):
+        kernels.recurrence("lstm", kernels.Lookup(torch.tensor([[0, 5]] * 3), table), W_h, state)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # MKL's packed GEMM, and at::mm
+def test_transposed_W_h_matches_and_keeps_its_layout(cell, dtype):
+    """torch.nn stores W_h transposed (weight_hh (G*h, h)); the kernels read it, and write its gradient, in
+    that layout, so weight_hh's gradient is contiguous with no copy."""
+    XW, W_h, state, b_hn = make_inputs(cell, 9, 5, 40, dtype)
+    weight_hh = W_h.detach().t().contiguous().requires_grad_()  # (G*h, h)
+    inputs = (XW, weight_hh.t(), state, b_hn)
+    outs, grads = outputs_and_grads(kernels.recurrence, cell, inputs, [weight_hh])
+    ref_outs, ref_grads = outputs_and_grads(kernels.reference_recurrence, cell, inputs, [weight_hh])
+    compare(outs, ref_outs, grads, ref_grads)
+    assert grads[0].is_contiguous()
+
+
+@needs_kernels
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_when_only_the_outputs_are_used(cell):
+    """The loss ignores the final state (as when it is detached for the next batch): no gradient arrives
+    for it, and the kernel must treat that as zero."""
+    inputs = make_inputs(cell, 6, 4, 24)
+    grads = [torch.autograd.grad((run(cell, *inputs)[0] ** 2).sum(), leaves(*inputs))
+             for run in (kernels.recurrence, kernels.reference_recurrence)]
+    compare([], [], *grads)
+
+
 @needs_kernels
 def test_outputs_and_gradients_survive_later_calls():
     """The kernels recycle their buffers between calls; one still referenced must never be reused."""
@@ -91,6 +175,14 @@ def test_outputs_and_gradients_survive_later_calls():
         Hs2.sum().backward()
     for t, copy in zip((Hs, H, C, first[0].grad, first[1].grad), kept):
         assert torch.equal(t, copy)
+
+
+@needs_kernels
+def test_changing_the_outputs_in_place_is_refused():
+    """Hs shares memory with the [H_0; Hs] buffer saved for backward: autograd must refuse to change it."""
+    Hs, _ = kernels.recurrence("lstm", *make_inputs("lstm", 3, 2, 4))
+    with pytest.raises(RuntimeError, match="modified inplace"):
+        Hs.mul_(2)
 
 
 @needs_kernels

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .reference import GATES, check_sampling, reference_recurrence, reference_sample_loop
+from .reference import GATES, Lookup, check_sampling, reference_recurrence, reference_sample_loop
 
-__all__ = ["available", "recurrence", "reference_recurrence", "sample_loop", "reference_sample_loop"]
+__all__ = ["available", "Lookup", "recurrence", "reference_recurrence", "sample_loop",
+           "reference_sample_loop"]
 
 _SOURCES = ["recurrence.cpp", "sample.cpp"]
 
@@ -81,34 +82,46 @@ class _Recurrence(torch.autograd.Function):
     """Autograd wrapper: forward and backward each run as one C++ call over all T steps."""
 
     @staticmethod
-    def forward(ctx, cell, XW, W_h, H0, C0, b_hn):
-        outs, saved = _ops().recurrence_forward(cell, XW, W_h, H0, C0, b_hn)
-        ctx.cell = cell
-        ctx.save_for_backward(W_h, H0, C0, *saved)
+    def forward(ctx, cell, XW, ids, W_h, H0, C0, b_hn):
+        outs, saved = _ops().recurrence_forward(cell, XW, ids, W_h, H0, C0, b_hn)
+        ctx.cell, ctx.table_rows = cell, XW.shape[0]
+        ctx.set_materialize_grads(False)  # no zeros for a final state the loss does not use
+        ctx.save_for_backward(W_h, C0, ids, *saved)
         return tuple(outs)  # Hs (T, B, h), H_T[, C_T]
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
-        W_h, H0, C0, *saved = ctx.saved_tensors
-        dXW, dW_h, dH0, *rest = _ops().recurrence_backward(ctx.cell, saved, W_h, H0, C0, list(grads))
+        W_h, C0, ids, *saved = ctx.saved_tensors
+        dX, dW_h, dH0, *rest = _ops().recurrence_backward(ctx.cell, saved, W_h, C0, ids, ctx.table_rows,
+                                                           list(grads))
         dC0 = rest[0] if ctx.cell == "lstm" else None
         db_hn = rest[0] if ctx.cell == "gru" else None
-        return None, dXW, dW_h, dH0, dC0, db_hn
+        return None, dX, None, dW_h, dH0, dC0, db_hn
 
 
-def recurrence(cell: str, XW: Tensor, W_h: Tensor, state, b_hn: Tensor | None = None):
+def recurrence(cell: str, XW: Tensor | Lookup, W_h: Tensor, state, b_hn: Tensor | None = None):
     """Run one recurrent layer over all T steps. state: H0 (B, h), or (H0, C0) for lstm. Returns
     (Hs (T, B, h), final state in the same form). Differentiable w.r.t. XW, W_h, b_hn and the initial
-    state. XW (T, B, G*h) holds the input projections with the input biases; W_h is (h, G*h)."""
+    state. XW (T, B, G*h) holds the input projections with the input biases, or, for token inputs,
+    Lookup(ids (T, B), table (V, G*h)) stands for XW[t, b] = table[ids[t, b]]: the kernel reads the rows in
+    place and accumulates the table's gradient directly, so XW and its gradient never exist. W_h (h, G*h)
+    may be row-major or the transpose of a row-major matrix (torch.nn's weight_hh.t()) at no copy."""
     if cell not in GATES:
         raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(GATES)}")
     H0, C0 = state if cell == "lstm" else (state, None)
+    if isinstance(XW, Lookup):  # contiguous here, or forward and backward would each copy a transposed view
+        table, ids = XW.table, XW.ids.contiguous()
+    else:
+        table, ids = XW, None
     if cell == "gru" and b_hn is None:
-        b_hn = XW.new_zeros(W_h.shape[0])
-    if XW.shape[0] == 0 or not _use_kernels((XW, W_h, H0, C0, b_hn), (torch.float32, torch.float64)):
+        b_hn = table.new_zeros(W_h.shape[0])
+    steps = len(table if ids is None else ids)
+    on_cpu = ids is None or ids.device.type == "cpu"
+    fast = on_cpu and _use_kernels((table, W_h, H0, C0, b_hn), (torch.float32, torch.float64))
+    if steps == 0 or not fast:
         return reference_recurrence(cell, XW, W_h, state, b_hn)
-    Hs, H, *C = _Recurrence.apply(cell, XW, W_h, H0, C0, b_hn)
+    Hs, H, *C = _Recurrence.apply(cell, table, ids, W_h, H0, C0, b_hn)
     return Hs, ((H, C[0]) if cell == "lstm" else H)
 
 

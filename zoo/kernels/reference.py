@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+
+class Lookup(NamedTuple):
+    """Input projections given as rows of a table: XW[t, b] = table[ids[t, b]]. For a first layer over
+    one-hot tokens, one-hot @ W_x + b_x is the row of the table W_x + b_x (V, G*h) at the token id."""
+    ids: Tensor    # (T, B) int64
+    table: Tensor  # (V, G*h)
 
 
 def _rnn_step(xw: Tensor, W_h: Tensor, H: Tensor, b_hn: Tensor | None) -> Tensor:
@@ -44,9 +54,11 @@ def _top(state) -> Tensor:
     return state[0] if isinstance(state, (tuple, list)) else state
 
 
-def reference_recurrence(cell: str, XW: Tensor, W_h: Tensor, state, b_hn: Tensor | None = None):
+def reference_recurrence(cell: str, XW: Tensor | Lookup, W_h: Tensor, state, b_hn: Tensor | None = None):
     """Run one recurrent layer over all T steps with autograd: XW (T, B, G*h) -> (Hs (T, B, h), state)."""
     step = STEPS[cell]
+    if isinstance(XW, Lookup):
+        XW = F.embedding(XW.ids, XW.table)  # (T, B, G*h)
     outputs = []
     for xw in XW.unbind(0):  # (B, G*h)
         state = step(xw, W_h, state, b_hn)

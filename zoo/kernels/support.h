@@ -74,25 +74,37 @@ inline at::Tensor recycled_empty(at::IntArrayRef sizes, const at::TensorOptions&
 
 // ---- matmul
 
-// c (m, n) = a (m, k) @ op(b) for a right operand reused at every time step: op(b) = b, b (k, n), or
-// with `transpose` op(b) = b^T, b (n, k). All matrices are row-major with the given row strides.
+// A matrix as a matmul operand, read in place: element (i, j) at p[i * ld + j], or, when `transposed`, at
+// p[j * ld + i]. The second form is the transposed view of a row-major matrix, e.g. nn.LSTM's
+// weight_hh.t(): MKL reads either layout, so neither needs a copy.
+template <typename T>
+struct Operand {
+  const T* p;
+  int64_t ld;
+  bool transposed;
+  const T* at(int64_t i, int64_t j) const { return transposed ? p + j * ld + i : p + i * ld + j; }
+  Operand block(int64_t i, int64_t j) const { return {at(i, j), ld, transposed}; }  // from (i, j) on
+  Operand t() const { return {p, ld, !transposed}; }
+};
+
+// c (m, n) = a (m, k) @ b (k, n) for a right operand b reused at every time step. a and c are row-major
+// with the given row strides.
 template <typename T>
 class StepGemm {
  public:
-  StepGemm(const T* b, int64_t ldb, bool transpose, int64_t m, int64_t n, int64_t k, Slot slot)
-      : m_(m), n_(n), k_(k) {
+  StepGemm(Operand<T> b, int64_t m, int64_t n, int64_t k, Slot slot) : m_(m), n_(n), k_(k) {
 #ifdef ZOO_HAVE_MKL_PACK
     if (std::is_same<T, float>::value && cblas_sgemm_compute && n > 0) {
       enum { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kBMatrix = 162 };
       packed_ = scratch<float>(slot, cblas_sgemm_pack_get_size(kBMatrix, m, n, k) / sizeof(float) + 1);
-      cblas_sgemm_pack(kRowMajor, kBMatrix, transpose ? kTrans : kNoTrans, m, n, k, 1.0f,
-                       reinterpret_cast<const float*>(b), ldb, packed_);
+      cblas_sgemm_pack(kRowMajor, kBMatrix, b.transposed ? kTrans : kNoTrans, m, n, k, 1.0f,
+                       reinterpret_cast<const float*>(b.p), b.ld, packed_);
       return;
     }
 #endif
     const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-    b_ = transpose ? at::from_blob(const_cast<T*>(b), {n, k}, {ldb, 1}, options).t()
-                   : at::from_blob(const_cast<T*>(b), {k, n}, {ldb, 1}, options);
+    b_ = b.transposed ? at::from_blob(const_cast<T*>(b.p), {n, k}, {b.ld, 1}, options).t()
+                      : at::from_blob(const_cast<T*>(b.p), {k, n}, {b.ld, 1}, options);
   }
 
   void operator()(const T* a, int64_t lda, T* c, int64_t ldc) const {

@@ -8,7 +8,8 @@ PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n):
     W_x (inputs, G*h)   b_x (G*h,)   W_h (h, G*h)   b_hn (h,) or None     head: W_q (h, V), b_q (V,)
 
 and `forward` runs that layout: the input projection of all time steps at once (for the first layer a
-row lookup, since one-hot times a matrix selects a row), then one `zoo.kernels.recurrence` per layer.
+row lookup, since one-hot times a matrix selects a row, which the kernel reads in place from
+`W_x + b_x`), then one `zoo.kernels.recurrence` per layer.
 Each model also keeps `forward_reference`, the book's computation step by step, which the tests hold
 `forward` equal to.
 """
@@ -118,7 +119,7 @@ class RecurrentLM(nn.Module):
         for layer in range(c.num_layers):
             W_x, b_x, W_h, b_hn = self.layer_weights(layer)
             if layer == 0:
-                XW = F.embedding(X, W_x + b_x)                  # (T, B, G*h): one-hot @ W_x is a row lookup
+                XW = kernels.Lookup(X, W_x + b_x)               # one-hot @ W_x is a row lookup, done in place
             else:
                 XW = torch.addmm(b_x, H.reshape(T * B, -1), W_x).view(T, B, -1)
             if self.training and c.weight_drop:
