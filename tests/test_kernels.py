@@ -230,7 +230,7 @@ def test_reference_matches_torch_nn(cell):
 
 # ---- sampling
 
-def make_sampler_inputs(cells, B=3, h=40, V=28, seed=0):
+def make_sampler_inputs(cells, B=3, h=40, V=28, seed=0, P=1):
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape, scale: torch.randn(*shape, generator=g) * scale
     layers, state = [], []
@@ -242,7 +242,7 @@ def make_sampler_inputs(cells, B=3, h=40, V=28, seed=0):
         H = rand(B, h, scale=0.5)
         state.append((H, rand(B, h, scale=0.5)) if cell == "lstm" else H)
     head = (rand(h, V, scale=0.5), rand(V, scale=0.1))
-    return layers, head, state, torch.randint(V, (B,), generator=g)
+    return layers, head, state, torch.randint(V, (B, P), generator=g)
 
 
 def flatten(state):
@@ -255,12 +255,12 @@ def flatten(state):
     dict(temperature=0.0), dict(temperature=1.0), dict(temperature=0.8, top_k=5),
     dict(temperature=1.2, top_p=0.7), dict(temperature=0.9, top_k=8, top_p=0.5)])
 def test_sample_loop_matches_reference(cells, options):
-    layers, head, state, first = make_sampler_inputs(cells)
+    layers, head, state, prompt = make_sampler_inputs(cells, P=4)
     before = [t.clone() for t in flatten(state)]
     results = []
     for run in (kernels.sample_loop, kernels.reference_sample_loop):
         generator = torch.Generator().manual_seed(7)
-        tokens, final = run(cells, layers, head, state, first, 120, generator=generator, **options)
+        tokens, final = run(cells, layers, head, state, prompt, 120, generator=generator, **options)
         results.append((tokens, final, generator.get_state()))
     (tokens, final, gen_state), (ref_tokens, ref_final, ref_gen_state) = results
     assert tokens.shape == (3, 120) and tokens.dtype == torch.long
@@ -271,15 +271,40 @@ def test_sample_loop_matches_reference(cells, options):
     assert all(torch.equal(t, b) for t, b in zip(flatten(state), before))  # the caller's state is untouched
 
 
+@needs_kernels
+@pytest.mark.parametrize("h,V", [(256, 28), (160, 300)])  # full 128-column blocks; a head the team splits
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sample_loop_matches_reference_at_larger_sizes(h, V, temperature):
+    layers, head, state, prompt = make_sampler_inputs(["lstm", "lstm"], B=2, h=h, V=V)
+    runs = [run(["lstm", "lstm"], layers, head, state, prompt, 60, temperature=temperature,
+                generator=torch.Generator().manual_seed(3))
+            for run in (kernels.sample_loop, kernels.reference_sample_loop)]
+    assert torch.equal(runs[0][0], runs[1][0])
+
+
 def test_sample_loop_continues_the_recurrence():
     """Greedy sampling feeds each argmax back in: the same as running `recurrence` on the generated text."""
-    layers, head, state, first = make_sampler_inputs(["gru"], B=2)
-    tokens, final = kernels.sample_loop(["gru"], layers, head, state, first, 10)
-    inputs = torch.cat([first[:, None], tokens[:, :-1]], 1)  # (B, T): what was fed at each step
+    layers, head, state, prompt = make_sampler_inputs(["gru"], B=2)
+    tokens, final = kernels.sample_loop(["gru"], layers, head, state, prompt, 10)
+    inputs = torch.cat([prompt, tokens[:, :-1]], 1)  # (B, T): what was fed at each step
     W_x, b_x, W_h, b_hn = layers[0]
     Hs, H = kernels.reference_recurrence("gru", (W_x[inputs] + b_x).transpose(0, 1), W_h, state[0], b_hn)
     torch.testing.assert_close(H, final[0], rtol=0, atol=1e-5)
     assert torch.equal((Hs @ head[0] + head[1]).argmax(-1).T, tokens)
+
+
+@needs_kernels
+@pytest.mark.parametrize("steps", [0, 1, 7])
+def test_reading_the_prompt_in_the_loop_equals_a_pass_over_it_first(steps):
+    """prompt (B, P) gives what feeding prompt[:, :-1] through the recurrence, then prompt[:, -1:], gives."""
+    layers, head, state, prompt = make_sampler_inputs(["lstm"], B=2, P=6)
+    W_x, b_x, W_h, _ = layers[0]
+    _, after = kernels.reference_recurrence("lstm", (W_x[prompt[:, :-1]] + b_x).transpose(0, 1), W_h, state[0])
+    tokens, final = kernels.sample_loop(["lstm"], layers, head, state, prompt, steps)
+    ref_tokens, ref_final = kernels.sample_loop(["lstm"], layers, head, [after], prompt[:, -1:], steps)
+    assert tokens.shape == (2, steps) and torch.equal(tokens, ref_tokens)
+    for got, ref in zip(flatten(final), flatten(ref_final)):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
 
 
 def test_pick_rules():

@@ -16,6 +16,7 @@ from zoo.kernels.reference import pick
 from zoo.models.base import RecurrentLM, device_of
 
 MAX_LENGTH = 100_000
+PREFIX_IN_LOOP = 256   # tokens; longer prefixes go through one forward pass first
 
 
 @dataclass
@@ -47,18 +48,20 @@ def generate_ids(model, prefix_ids: torch.Tensor, length: int, temperature: floa
     model.eval()
     device = device_of(model)
     prefix_ids = prefix_ids.to(device)
-    state = None
-    if len(prefix_ids) > 1:                                   # all but the last prefix token in one pass
-        _, state = model(prefix_ids[None, :-1])
-    first = prefix_ids[-1:].expand(num_samples)
-    if isinstance(model, RecurrentLM):
+    recurrent = isinstance(model, RecurrentLM)
+    # The sampling loop reads a short prefix itself; a long one is read faster in one parallel forward pass.
+    in_loop = prefix_ids if recurrent and len(prefix_ids) <= PREFIX_IN_LOOP else prefix_ids[-1:]
+    ahead = prefix_ids[:len(prefix_ids) - len(in_loop)]
+    state = model(ahead[None])[1] if len(ahead) else None
+    if recurrent:
         state = expand_state(model.init_state(1) if state is None else state, num_samples)
         layers = [model.layer_weights(l) for l in range(model.config.num_layers)]
         new, _ = kernels.sample_loop([model.config.cell] * len(layers), layers, model.head_weights(),
-                                     model.layer_states(state), first, length,
+                                     model.layer_states(state), in_loop.expand(num_samples, -1), length,
                                      temperature, top_k, top_p, generator)
     else:
-        new = _sample_any(model, state, first, length, temperature, top_k, top_p, generator)
+        new = _sample_any(model, state, in_loop.expand(num_samples), length, temperature, top_k, top_p,
+                          generator)
     model.train(was_training)
     return torch.cat([prefix_ids.expand(num_samples, -1), new.to(device)], dim=1)
 

@@ -127,10 +127,14 @@ def recurrence(cell: str, XW: Tensor | Lookup, W_h: Tensor, state, b_hn: Tensor 
 
 @torch.no_grad()
 def sample_loop(cells: list[str], layers: list[tuple[Tensor, Tensor, Tensor, Tensor | None]],
-                head: tuple[Tensor, Tensor], state: list, first_token: Tensor, steps: int,
+                head: tuple[Tensor, Tensor], state: list, prompt: Tensor, steps: int,
                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> tuple[Tensor, list]:
-    """Autoregressive generation, no grad: feed first_token (B,), then each chosen token, for `steps` steps.
+    """Autoregressive generation, no grad: read prompt (B, P), then choose `steps` tokens, each fed back in.
+
+    The prompt's last token is fed (and the first token chosen) only when steps > 0, so the final state is
+    after prompt[:, :-1] and then every token fed. Reading the prompt here, in the same loop, costs no
+    extra pass: for a short prompt it is cheaper than a forward pass over it.
 
     layers[l] = (W_x, b_x, W_h, b_hn): layer 0's input projection of token k is the row W_x[k] + b_x, a
     higher layer's is H_below @ W_x + b_x. head = (W_q (h, V), b_q (V,)): logits = H_top @ W_q + b_q.
@@ -140,16 +144,19 @@ def sample_loop(cells: list[str], layers: list[tuple[Tensor, Tensor, Tensor, Ten
     Gives the same tokens as reference_sample_loop for the same generator state.
     """
     check_sampling(cells, temperature, top_k, top_p)
-    if len(first_token) and not 0 <= int(first_token.min()) <= int(first_token.max()) < len(layers[0][0]):
-        raise IndexError("first_token holds ids outside the vocabulary")
+    if prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise ValueError("prompt must be (B, P) token ids with P >= 1")
+    if prompt.numel() and not 0 <= int(prompt.min()) <= int(prompt.max()) < len(layers[0][0]):
+        raise IndexError("the prompt holds ids outside the vocabulary")
     flat = [t for s in state for t in (s if isinstance(s, (tuple, list)) else (s,))]
     weights = [t for layer in layers for t in layer] + list(head)
     cpu_generator = generator is None or generator.device.type == "cpu"
     if not (cpu_generator and _use_kernels(weights + flat, (torch.float32,))):
-        return reference_sample_loop(cells, layers, head, state, first_token, steps, temperature, top_k,
-                                     top_p, generator)
-    W_x, b_x, W_h, b_hn = (list(w) for w in zip(*layers))
-    tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *head, flat, first_token.cpu(), steps,
+        return reference_sample_loop(cells, layers, head, state, prompt, steps, temperature, top_k, top_p,
+                                     generator)
+    dense = lambda ts: [None if t is None else t.contiguous() for t in ts]  # once, not once per thread
+    W_x, b_x, W_h, b_hn = (dense(w) for w in zip(*layers))
+    tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *dense(head), flat, prompt.cpu(), steps,
                                      temperature, top_k, top_p, generator)
     it = iter(out)  # flat again: H, then C for an lstm layer
     return tokens, [(next(it), next(it)) if cell == "lstm" else next(it) for cell in cells]

@@ -94,23 +94,23 @@ def check_sampling(cells, temperature: float, top_k: int, top_p: float) -> None:
 
 
 @torch.no_grad()
-def reference_sample_loop(cells, layers, head, state, first_token, steps, temperature=0.0, top_k=0,
+def reference_sample_loop(cells, layers, head, state, prompt, steps, temperature=0.0, top_k=0,
                           top_p=1.0, generator=None):
     """Autoregressive generation in plain torch ops; see zoo.kernels.sample_loop."""
     check_sampling(cells, temperature, top_k, top_p)
     W_q, b_q = head
     state = list(state)
-    B = first_token.shape[0]
+    B, P = prompt.shape
     U = None  # one uniform number per row and step, drawn up front as the C++ loop does
     if temperature > 0:
         U = torch.rand(steps, B, generator=generator, device=W_q.device, dtype=W_q.dtype)
-    token = first_token
     tokens = []
-    for t in range(steps):
+    for t in range(P - 1 + steps):  # the prompt, then each chosen token
+        token = prompt[:, t] if t < P else tokens[-1]
         for l, (cell, (W_x, b_x, W_h, b_hn)) in enumerate(zip(cells, layers)):
             xw = W_x[token] + b_x if l == 0 else x @ W_x + b_x  # one-hot times W_x is a row lookup
             state[l] = STEPS[cell](xw, W_h, state[l], b_hn)
             x = _top(state[l])
-        token = pick(x @ W_q + b_q, temperature, top_k, top_p, None if U is None else U[t])
-        tokens.append(token)
-    return (torch.stack(tokens, 1) if tokens else first_token.new_empty(B, 0, dtype=torch.long)), state
+        if t >= P - 1:
+            tokens.append(pick(x @ W_q + b_q, temperature, top_k, top_p, None if U is None else U[len(tokens)]))
+    return (torch.stack(tokens, 1) if tokens else prompt.new_empty(B, 0, dtype=torch.long)), state

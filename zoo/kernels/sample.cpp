@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "cells.h"
@@ -20,33 +21,23 @@ namespace {
 
 using at::Tensor;
 
-// out[b, :n] = bias + x[b] @ W[:, :n] for b < B; x (B, K), W (K, >= n); row strides ldx, ldw, ldo.
-// Blocks of 128 columns keep the accumulators in registers while W streams through once per row.
-void matvec(int64_t B, int64_t K, int64_t n, const float* x, int64_t ldx, const float* W, int64_t ldw,
-            const float* bias, float* out, int64_t ldo) {
-  constexpr int64_t kBlock = 128;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t n0 = 0; n0 < n; n0 += kBlock) {
-      const int64_t nb = std::min(kBlock, n - n0);
-      float acc[kBlock];
-      for (int64_t j = 0; j < kBlock; ++j) acc[j] = (bias && j < nb) ? bias[n0 + j] : 0.0f;
-      for (int64_t k = 0; k < K; ++k) {
-        const float xk = x[b * ldx + k], *w = W + k * ldw + n0;
-        if (nb == kBlock) {
-          for (int64_t j = 0; j < kBlock; ++j) acc[j] += xk * w[j];
-        } else {
-          for (int64_t j = 0; j < nb; ++j) acc[j] += xk * w[j];
-        }
-      }
-      std::copy(acc, acc + nb, out + b * ldo + n0);
-    }
-  }
+constexpr int64_t kSmallHead = 256;  // tokens: a head each thread computes whole
+
+// 16 floats: one AVX-512 register (two AVX2 ones); GCC and Clang lower the arithmetic to what the CPU has.
+// Explicit vector accumulators stay in registers, where a float array would be spilled to the stack.
+typedef float Vec __attribute__((vector_size(64)));
+inline Vec load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
 
 // Columns [k*h + u0, k*h + u0 + n) of W (rows, ld) for blocks k = first .. first + blocks - 1, side by
-// side: a thread's private, contiguous copy of the weights it reads at every step.
+// side: a thread's private, contiguous copy (rows, blocks * n) of the weights it reads at every step.
+// W must be contiguous (the Python wrapper makes it so, once for the whole team).
 std::vector<float> columns(const Tensor& W, int64_t h, int64_t first, int64_t blocks, Slice u) {
-  const Tensor W2 = W.contiguous().view({-1, W.size(-1)});
+  TORCH_CHECK(W.is_contiguous(), "sample_loop: weights must be contiguous");
+  const Tensor W2 = W.view({-1, W.size(-1)});
   const int64_t rows = W2.size(0), ld = W2.size(1);
   const float* w = W2.const_data_ptr<float>();
   std::vector<float> out(rows * blocks * u.n);
@@ -54,6 +45,71 @@ std::vector<float> columns(const Tensor& W, int64_t h, int64_t first, int64_t bl
     for (int64_t k = 0; k < blocks; ++k)
       std::copy_n(w + i * ld + (first + k) * h + u.u0, u.n, out.data() + (i * blocks + k) * u.n);
   return out;
+}
+
+// The column blocks of a matrix-vector product, left to right: 128 columns (8 vectors of accumulators),
+// then 16, the last one padded with zero columns (a scalar dot product would cost more than the rest).
+inline int64_t block_width(int64_t j, int64_t n) { return j + 128 <= n ? 128 : 16; }
+
+// W (K, n) laid out for matvec: column block [j, j + w) as its K rows of w floats, from offset j * K, so
+// that the product reads the weights once, in order, and the prefetcher streams them.
+struct Packed {
+  int64_t K = 0, n = 0;
+  std::vector<float> w;
+
+  Packed() = default;
+  Packed(const std::vector<float>& W, int64_t K, int64_t n) : K(K), n(n), w(K * ((n + 15) / 16 * 16)) {
+    for (int64_t j = 0, bw = 0; j < n; j += bw) {
+      bw = block_width(j, n);
+      for (int64_t k = 0; k < K; ++k)
+        std::copy_n(W.data() + k * n + j, std::min(bw, n - j), w.data() + j * K + k * bw);
+    }
+  }
+};
+
+// out[:16N] = bias + x @ P for one row x (K,) and one block P (K, 16N) of a Packed matrix. A narrow
+// block keeps R independent sums over k, so that the FMA latency does not serialise it.
+template <int N>
+void matvec_block(int64_t K, const float* x, const float* P, const float* bias, float* out) {
+  constexpr int R = N >= 4 ? 1 : 4;
+  Vec acc[R][N] = {};
+  int64_t k = 0;
+  for (; k + R <= K; k += R)
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const Vec xk = Vec{} + x[k + r];
+#pragma GCC unroll 8
+      for (int i = 0; i < N; ++i) acc[r][i] += xk * load(P + ((k + r) * N + i) * 16);
+    }
+  for (; k < K; ++k)
+#pragma GCC unroll 8
+    for (int i = 0; i < N; ++i) acc[0][i] += (Vec{} + x[k]) * load(P + (k * N + i) * 16);
+  for (int i = 0; i < N; ++i) {
+    Vec sum = bias ? load(bias + 16 * i) : Vec{};
+    for (int r = 0; r < R; ++r) sum += acc[r][i];
+    std::memcpy(out + 16 * i, &sum, sizeof sum);
+  }
+}
+
+// out[b, :n] = bias + x[b] @ W for b < B; x (B, K) and out (B, n) with row strides ldx, ldo.
+void matvec(int64_t B, const float* x, int64_t ldx, const Packed& W, const float* bias, float* out,
+            int64_t ldo) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float *xb = x + b * ldx, *P = W.w.data();
+    float* ob = out + b * ldo;
+    for (int64_t j = 0, bw = 0; j < W.n; j += bw) {
+      bw = block_width(j, W.n);
+      if (bw == 128) {
+        matvec_block<8>(W.K, xb, P + j * W.K, bias ? bias + j : nullptr, ob + j);
+      } else {  // 16 columns, of which the last block may hold fewer
+        const int64_t real = std::min<int64_t>(16, W.n - j);
+        float part[16] = {}, bias16[16] = {};
+        if (bias) std::copy_n(bias + j, real, bias16);
+        matvec_block<1>(W.K, xb, P + j * W.K, bias16, part);
+        std::copy_n(part, real, ob + j);
+      }
+    }
+  }
 }
 
 // The state of one layer, shared by the team: H double-buffered (all threads read H_{t-1} while each
@@ -68,19 +124,23 @@ struct LayerState {
 // block k of row b at b*G*n + k*n.
 struct LayerPart {
   Slice u;
-  std::vector<float> W_x, b_x, W_h, W_hn, b_hn, xw, a, nn;
+  std::vector<float> W_x, b_x, b_hn, xw, a, nn;  // W_x row-major: a table over tokens in the first layer
+  Packed W_xp, W_h, W_hn;                         // W_x packed in a higher layer
 
   LayerPart(const LayerState& y, Slice s, const Tensor& Wx, const Tensor& bx, const Tensor& Wh,
-            const Tensor& bhn, int64_t B)
+            const Tensor& bhn, int64_t B, bool token_input)
       : u(s),
         W_x(columns(Wx, y.h, 0, y.G, s)),
         b_x(columns(bx, y.h, 0, y.G, s)),
-        W_h(columns(Wh, y.h, 0, y.cell == "gru-book" ? 2 : y.G, s)),
-        W_hn(y.cell == "gru-book" ? columns(Wh, y.h, 2, 1, s) : std::vector<float>()),
         b_hn(columns(bhn, y.h, 0, 1, s)),
         xw(B * y.G * s.n),
         a(B * y.G * s.n),
-        nn(B * s.n) {}
+        nn(B * s.n) {
+    const int64_t hn = y.cell == "gru-book" ? 2 : y.G;  // gate blocks in W_h (gru-book: W_hn apart)
+    W_h = Packed(columns(Wh, y.h, 0, hn, s), y.h, hn * s.n);
+    if (y.cell == "gru-book") W_hn = Packed(columns(Wh, y.h, 2, 1, s), y.h, s.n);
+    if (!token_input) W_xp = Packed(W_x, Wx.size(0), y.G * s.n), W_x = {};
+  }
 
   // Step t: input projection, recurrent product and cell update for this thread's units.
   void step(LayerState& y, int64_t t, int64_t B, const int64_t* tokens, const LayerState* below) {
@@ -89,13 +149,13 @@ struct LayerPart {
     float* h_new = y.H[(t + 1) % 2].data();
     if (below) {  // X W_x + b_x with X the layer below's new H
       const float* x = below->H[(t + 1) % 2].data();
-      matvec(B, below->h, gn, x, below->h, W_x.data(), gn, b_x.data(), xw.data(), gn);
+      matvec(B, x, below->h, W_xp, b_x.data(), xw.data(), gn);
     } else {  // one-hot times W_x is a row lookup
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < gn; ++j) xw[b * gn + j] = W_x[tokens[b] * gn + j] + b_x[j];
     }
     const bool book = y.cell == "gru-book";
-    matvec(B, h, book ? 2 * n : gn, h_prev, h, W_h.data(), book ? 2 * n : gn, nullptr, a.data(), gn);
+    matvec(B, h_prev, h, W_h, nullptr, a.data(), gn);
     for (int64_t b = 0; b < B; ++b) {
       const int64_t v = b * h + u.u0;  // this row's units in a (B, h) array
       const Gates<const float> x{xw.data() + b * gn, n};
@@ -112,7 +172,7 @@ struct LayerPart {
     }
     if (!book) return;
     team_barrier();  // R * H_{t-1} complete
-    matvec(B, h, n, y.rh.data(), h, W_hn.data(), n, nullptr, a.data() + 2 * n, gn);
+    matvec(B, y.rh.data(), h, W_hn, nullptr, a.data() + 2 * n, gn);
     for (int64_t b = 0; b < B; ++b) {
       const Gates<float> ab{a.data() + b * gn, n};
       grub_fwd2(n, Gates<const float>{xw.data() + b * gn, n}, ab[1], ab[2], h_prev + b * h + u.u0,
@@ -158,9 +218,10 @@ int64_t pick(const float* logits, int64_t V, double temperature, int64_t top_k, 
 std::tuple<Tensor, std::vector<Tensor>> sample_loop(
     const std::vector<std::string>& cells, const std::vector<Tensor>& W_x, const std::vector<Tensor>& b_x,
     const std::vector<Tensor>& W_h, const std::vector<std::optional<Tensor>>& b_hn, const Tensor& W_q,
-    const Tensor& b_q, const std::vector<Tensor>& state, const Tensor& first_token, int64_t steps,
+    const Tensor& b_q, const std::vector<Tensor>& state, const Tensor& prompt, int64_t steps,
     double temperature, int64_t top_k, double top_p, std::optional<at::Generator> generator) {
-  const int64_t B = first_token.size(0), V = W_q.size(1), L = cells.size();
+  TORCH_CHECK(prompt.dim() == 2 && prompt.size(1) >= 1, "sample_loop: prompt must be (B, P) with P >= 1");
+  const int64_t B = prompt.size(0), given_len = prompt.size(1), V = W_q.size(1), L = cells.size();
   std::vector<LayerState> layers(L);
   int64_t min_h = W_h[0].size(0);
   size_t next = 0;  // state is flat: H of each layer, followed by C for an lstm layer
@@ -185,40 +246,51 @@ std::tuple<Tensor, std::vector<Tensor>> sample_loop(
   TORCH_CHECK(W_q.size(0) == layers.back().h && b_q.numel() == V, "sample_loop: head must be (h, V), (V,)");
   const Tensor U = temperature > 0 ? at::rand({steps, B}, generator, W_q.options()) : Tensor();
   const float* u = temperature > 0 ? U.const_data_ptr<float>() : nullptr;
-  const Tensor tokens = at::empty({B, steps}, first_token.options().dtype(at::kLong));
-  const Tensor first = first_token.to(at::kLong).contiguous();
+  const Tensor tokens = at::empty({B, steps}, prompt.options().dtype(at::kLong));
+  const Tensor given = prompt.to(at::kLong).contiguous();
+  const int64_t* fed = given.const_data_ptr<int64_t>();
   int64_t* out = tokens.mutable_data_ptr<int64_t>();
-  std::vector<float> logits(B * V);
+  std::vector<float> shared_logits(B * V);
   run_team(min_h, [&](int p, int P) {
     std::vector<LayerPart> parts;
     for (int64_t l = 0; l < L; ++l)
       parts.emplace_back(layers[l], unit_slice(layers[l].h, p, P), W_x[l], b_x[l], W_h[l],
-                         b_hn[l] ? *b_hn[l] : at::zeros({layers[l].h}, W_h[l].options()), B);
-    const Slice head = unit_slice(V, p, P);
-    const std::vector<float> W_qp = columns(W_q, 0, 0, 1, head);
+                         b_hn[l] ? *b_hn[l] : at::zeros({layers[l].h}, W_h[l].options()), B, l == 0);
+    // A small head (a char vocabulary) every thread computes whole into its own buffer, and so picks the
+    // same tokens as the others with no barrier (H_t, which it reads, is overwritten only after the next
+    // step's barrier). A large one (words) the team splits.
+    const bool split_head = P > 1 && V > kSmallHead;
+    const Slice head = split_head ? unit_slice(V, p, P) : Slice{0, V};
+    const Packed W_qp(columns(W_q, 0, 0, 1, head), W_q.size(0), head.n);
     const std::vector<float> b_qp = columns(b_q, 0, 0, 1, head);
-    std::vector<int64_t> prev(first.const_data_ptr<int64_t>(), first.const_data_ptr<int64_t>() + B);
+    std::vector<float> own_logits(split_head ? 0 : B * V);
+    float* logits = split_head ? shared_logits.data() : own_logits.data();
+    std::vector<int64_t> prev(B);
     std::vector<float> probs(V);
     std::vector<int64_t> order(V);
-    for (int64_t t = 0; t < steps; ++t) {
+    for (int64_t t = 0; t < given_len - 1 + steps; ++t) {  // the prompt, then each chosen token
+      if (t < given_len)
+        for (int64_t b = 0; b < B; ++b) prev[b] = fed[b * given_len + t];
       for (int64_t l = 0; l < L; ++l) {
         parts[l].step(layers[l], t, B, prev.data(), l ? &layers[l - 1] : nullptr);
         team_barrier();  // this layer's H_t complete
       }
+      const int64_t g = t - (given_len - 1);  // the index of the token chosen now, once the prompt is read
+      if (g < 0) continue;
       const LayerState& top = layers.back();
-      matvec(B, top.h, head.n, top.H[(t + 1) % 2].data(), top.h, W_qp.data(), head.n, b_qp.data(),
-             logits.data() + head.u0, V);
-      team_barrier();  // logits complete; every thread then picks the same tokens
+      matvec(B, top.H[(t + 1) % 2].data(), top.h, W_qp, b_qp.data(), logits + head.u0, V);
+      if (split_head) team_barrier();  // logits complete
       for (int64_t b = 0; b < B; ++b) {
-        const float draw = u ? u[t * B + b] : 0.0f;
-        prev[b] = pick(logits.data() + b * V, V, temperature, top_k, top_p, draw, probs, order);
-        if (p == 0) out[b * steps + t] = prev[b];
+        const float draw = u ? u[g * B + b] : 0.0f;
+        prev[b] = pick(logits + b * V, V, temperature, top_k, top_p, draw, probs, order);
+        if (p == 0) out[b * steps + g] = prev[b];
       }
     }
   });
+  const int64_t fed_steps = given_len - 1 + steps;
   std::vector<Tensor> final_state;
   for (const LayerState& y : layers) {
-    const std::vector<float>& H = y.H[steps % 2];
+    const std::vector<float>& H = y.H[fed_steps % 2];
     final_state.push_back(at::tensor(at::ArrayRef<float>(H)).view({B, y.h}));
     if (y.cell == "lstm") final_state.push_back(at::tensor(at::ArrayRef<float>(y.C)).view({B, y.h}));
   }
@@ -230,7 +302,7 @@ std::tuple<Tensor, std::vector<Tensor>> sample_loop(
 
 TORCH_LIBRARY_FRAGMENT(zoo_kernels, m) {
   m.def("sample_loop(str[] cells, Tensor[] W_x, Tensor[] b_x, Tensor[] W_h, Tensor?[] b_hn,"
-        " Tensor W_q, Tensor b_q, Tensor[] state, Tensor first_token, int steps, float temperature,"
+        " Tensor W_q, Tensor b_q, Tensor[] state, Tensor prompt, int steps, float temperature,"
         " int top_k, float top_p, Generator? generator) -> (Tensor, Tensor[])",
         &zoo::sample_loop);
 }
