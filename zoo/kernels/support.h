@@ -5,14 +5,19 @@
 #include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
 #endif
 
 #if defined(__linux__) && defined(__x86_64__)
@@ -141,6 +146,49 @@ inline Slice unit_slice(int64_t h, int p, int P) {
   return {u0, std::min(h, u0 + chunk) - u0};
 }
 
+// The team's barrier. A step takes microseconds, so a thread first spins (with the CPU's pause hint);
+// after 1,000 pauses (tens of us) it yields the core instead, so that a team-mate the OS has descheduled (another process
+// busy on its core) can run rather than wait out the spin of the thread that is waiting for it.
+class TeamBarrier {
+ public:
+  explicit TeamBarrier(int size) : size_(size) {}
+
+  void wait() {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == size_ - 1) {  // the last one opens it
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < kSpins) {
+        pause();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  static constexpr int kSpins = 1000;
+  static void pause() {
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+  const int size_;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+};
+
+// The barrier of the team the calling thread belongs to (null outside a team of two or more).
+inline TeamBarrier*& current_barrier() {
+  thread_local TeamBarrier* barrier = nullptr;
+  return barrier;
+}
+
 // Runs body(p, P) on a team of P threads (at most one per 16 units, per core and per torch thread),
 // with the caller's thread-local state (grad mode, dispatch keys) as at::parallel_for does. More threads
 // than cores would make every per-step barrier wait for the scheduler.
@@ -151,10 +199,15 @@ void run_team(int64_t h, const F& body) {
 #ifdef _OPENMP
   if (max_team > 1 && !at::in_parallel_region()) {
     const at::ThreadLocalState state;
+    std::optional<TeamBarrier> barrier;
 #pragma omp parallel num_threads(max_team)
     {
+#pragma omp single
+      barrier.emplace(omp_get_num_threads());  // OpenMP may give fewer threads than asked
       const at::ThreadLocalStateGuard guard(state);
+      current_barrier() = &*barrier;
       body(omp_get_thread_num(), omp_get_num_threads());
+      current_barrier() = nullptr;
     }
     return;
   }
@@ -164,9 +217,7 @@ void run_team(int64_t h, const F& body) {
 
 // All threads of the team wait here until each has arrived (a no-op for a team of one).
 inline void team_barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+  if (TeamBarrier* barrier = current_barrier()) barrier->wait();
 }
 
 }  // namespace zoo
