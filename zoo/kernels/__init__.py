@@ -154,9 +154,8 @@ def sample_loop(cells: list[str], layers: list[tuple[Tensor, Tensor, Tensor, Ten
     if not (cpu_generator and _use_kernels(weights + flat, (torch.float32,))):
         return reference_sample_loop(cells, layers, head, state, prompt, steps, temperature, top_k, top_p,
                                      generator)
-    dense = lambda ts: [None if t is None else t.contiguous() for t in ts]  # once, not once per thread
-    W_x, b_x, W_h, b_hn = (dense(w) for w in zip(*layers))
-    tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *dense(head), flat, prompt.cpu(), steps,
+    W_x, b_x, W_h, b_hn = (list(w) for w in zip(*layers))
+    tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *head, flat, prompt.cpu(), steps,
                                      temperature, top_k, top_p, generator)
     it = iter(out)  # flat again: H, then C for an lstm layer
     return tokens, [(next(it), next(it)) if cell == "lstm" else next(it) for cell in cells]
