@@ -3,6 +3,8 @@ panel with its time and speed, and the spans it copied verbatim from the trainin
 own model, trained in the Train tab, in a panel of its own."""
 from __future__ import annotations
 
+import re
+
 import time
 
 import gradio as gr
@@ -30,7 +32,10 @@ def marked(text: str, start: int, spans: list[tuple[int, int]]) -> list[tuple[st
             pieces += [(text[cursor:a], None), (text[a:b], "copied")]
             cursor = b
     pieces.append((text[cursor:], None))
-    return [(piece, kind) for piece, kind in pieces if piece]
+    # Plain text goes word by word: HighlightedText draws each piece as one box, and a long box would
+    # start on a line of its own instead of flowing after the marked piece before it.
+    return [(part, kind) for piece, kind in pieces if piece
+            for part in (re.findall(r"\S+\s*|\s+", piece) if kind is None else [piece])]
 
 
 def continuation(slot: Slot, prompt: str, length: int, temperature: float, top_k: int, top_p: float,

@@ -99,6 +99,8 @@ def test_memorised_spans_are_maximal_and_marked_after_the_prompt():
     assert memory.spans(text) == [(2, 10), (12, 17)]
     assert marked(text, 4, memory.spans(text)) == [
         ("xxcd", "prompt"), ("efghij", "copied"), ("!!", None), ("klmno", "copied"), ("yy", None)]
+    # unmarked text comes word by word, so that the page wraps it like prose around the marked pieces
+    assert marked("the time one two", 8, []) == [("the time", "prompt"), (" ", None), ("one ", None), ("two", None)]
 
 
 @pytest.mark.parametrize("prompt, settings, message", [
