@@ -1,11 +1,13 @@
 // Autoregressive sampling with the whole loop in C++ (float32, no autograd).
 //
-// At batch 1 a step is a few matrix-vector products over up to a few MB of weights: memory-bound, and
-// per-op dispatch would dominate. So the products are plain loops, and a team of threads splits every
-// layer's hidden units (as in recurrence.cpp), each thread streaming its own contiguous copy of its
-// columns of the weights, which then stay in its own L2 cache. The cell updates reuse the training
-// kernels' row functions; the token choice follows pick() in reference.py op for op, so both paths give
-// the same tokens for the same seed.
+// At batch 1 a step is a few matrix-vector products over up to a few MB of weights: bound by the cache's
+// bandwidth, and per-op dispatch would dominate. So the products are loops over vector registers, and a
+// team of threads splits every layer's hidden units (as in recurrence.cpp), each thread streaming its own
+// copy of its columns of the weights, packed in the order they are read, from its own L2 cache. Each
+// thread computes the (small) output layer whole and picks the same token, so a step has one barrier per
+// layer. The prompt is read by the same loop. The cell updates reuse the training kernels' row functions;
+// the token choice follows pick() in reference.py op for op, so both paths give the same tokens for the
+// same seed.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -96,7 +98,7 @@ void matvec_block(int64_t K, const float* x, const float* P, const float* bias, 
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-      for (int i = 0; i < N; ++i) __builtin_prefetch(P + ((k + r + 6) * N + i) * 16);  // ~10% faster
+      for (int i = 0; i < N; ++i) __builtin_prefetch(P + ((k + r + 6) * N + i) * 16);  // ~10%; never faults
       const Vec xk = Vec{} + x[k + r];
 #pragma GCC unroll 8
       for (int i = 0; i < N; ++i) acc[r][i] += xk * load(P + ((k + r) * N + i) * 16);
