@@ -1,8 +1,9 @@
 """Text from a model: greedy (the book's `predict_ch8`), temperature, top-k and top-p sampling.
 
-The prefix is read in one forward pass; generation then feeds one token at a time and carries the state,
-so the cost is linear in the length (makemore reruns the whole prefix at every step: quadratic for an
-RNN). Recurrent models run the whole loop in `zoo.kernels.sample_loop` (one C++ call on CPU).
+The prefix is read once (by the sampling loop itself when short, else in one parallel forward pass);
+generation then feeds one token at a time and carries the state, so the cost is linear in the length
+(makemore reruns the whole prefix at every step: quadratic for an RNN). Recurrent models run the whole
+loop in `zoo.kernels.sample_loop` (one C++ call on CPU).
 """
 from __future__ import annotations
 
