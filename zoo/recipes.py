@@ -6,7 +6,9 @@ model folder and checkpoint records exactly how it was trained.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+
+from zoo.config import JSONConfig
 
 
 def _field(default, help: str):
@@ -15,8 +17,9 @@ def _field(default, help: str):
 
 
 @dataclass
-class Recipe:
+class Recipe(JSONConfig):
     """How to train; the defaults are the book's recipe (D2L 8.5: `train_ch8` with lr 1, 500 epochs)."""
+    KIND = "recipe"
     optimizer: str = _field("sgd", "sgd (the book's) or adamw")
     lr: float = _field(1.0, "peak learning rate")
     weight_decay: float = _field(0.0, "decoupled for adamw, L2 for sgd")
@@ -49,17 +52,6 @@ class Recipe:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if self.lr <= 0 or self.batch_size < 1 or self.num_steps < 1 or self.epochs < 0:
             raise ValueError("need lr > 0, batch_size >= 1, num_steps >= 1 and epochs >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown recipe keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """Learning rate at optimizer step `step` (0-based) of `total_steps`."""

@@ -15,19 +15,20 @@ Each model also keeps `forward_reference`, the book's computation step by step, 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo import kernels
+from zoo.config import JSONConfig
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks per layer
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(JSONConfig):
     """Everything needed to rebuild a model; it round-trips through config.json."""
     arch: str                      # "rnn" | "gru" | "lstm"
     impl: str                      # "scratch" (the book's equations) | "concise" (torch.nn layers)
@@ -52,17 +53,6 @@ class ModelConfig:
             raise ValueError("vocab_size, num_hiddens and num_layers must be positive")
         if not (0 <= self.dropout < 1 and 0 <= self.weight_drop < 1):
             raise ValueError("dropout and weight_drop must be in [0, 1)")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def cell(self) -> str:

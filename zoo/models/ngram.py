@@ -19,15 +19,17 @@ has zeroed tables of the right shapes (it predicts the uniform distribution unti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.config import JSONConfig
+
 
 @dataclass
-class NGramConfig:
+class NGramConfig(JSONConfig):
     """Everything needed to rebuild the model's (empty) buffers; it round-trips through config.json."""
     arch: str = "ngram"
     vocab_size: int = 28
@@ -46,16 +48,6 @@ class NGramConfig:
         self.ngrams = list(self.ngrams) or [0] * self.order
         if len(self.contexts) != self.order or len(self.ngrams) != self.order:
             raise ValueError("contexts and ngrams need one entry per order")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NGramConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Level(nn.Module):
