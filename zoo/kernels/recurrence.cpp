@@ -129,6 +129,8 @@ std::tuple<TensorList, TensorList> forward_impl(const std::string& cell, const T
   const Tensor A = lstm || gru ? empty({steps, B, gh}) : Hs;
   const Tensor S2 = lstm || gru ? empty({steps, B, h}) : Tensor();
   T *g = A.mutable_data_ptr<T>(), *s2 = S2.defined() ? S2.mutable_data_ptr<T>() : nullptr;
+  // raw pointers taken once: a Tensor's data_ptr is an out-of-line call with checks, too slow per group
+  const T *c0 = lstm ? C0.const_data_ptr<T>() : nullptr, *bhn = gru ? b_hn.const_data_ptr<T>() : nullptr;
   run_team(h, [&](int p, int P) {
     const Slice s = unit_slice(h, p, P);
     const StepGemm<T> gemm(gate_columns(w, h, G, s), B, G * s.n, h, kPack0);
@@ -139,10 +141,10 @@ std::tuple<TensorList, TensorList> forward_impl(const std::string& cell, const T
         for_groups(s, G, [&](int64_t u, int64_t sz) {
           T* hout = hs + row * h + u;
           if (lstm) {
-            const T* c_prev = t ? s2 + (row - B) * h + u : C0.const_data_ptr<T>() + b * h + u;
+            const T* c_prev = t ? s2 + (row - B) * h + u : c0 + b * h + u;
             lstm_fwd(sz, x_at(row, u), Gates<T>{g + row * gh + G * u, sz}, c_prev, s2 + row * h + u, hout);
           } else if (gru) {
-            gru_fwd(sz, x_at(row, u), Gates<T>{g + row * gh + G * u, sz}, b_hn.const_data_ptr<T>() + u,
+            gru_fwd(sz, x_at(row, u), Gates<T>{g + row * gh + G * u, sz}, bhn + u,
                     h_prev(t) + b * h + u, s2 + row * h + u, hout);
           } else {
             rnn_fwd(sz, x.row(row) + u, hout, hout);
@@ -183,11 +185,12 @@ TensorList backward_impl(const std::string& cell, const TensorList& saved, const
   auto h_prev = [&](int64_t t) { return hs + (t - 1) * B * h; };
   auto dx_at = [&](int64_t row, int64_t u) { return Gates<T>{dxw + row * gh + u, h}; };
   // The backward of the row lookup, dtable[ids[t, b]] += dXW[t, b], on the thread's units of every gate
-  // block: threads own disjoint columns, so no two write the same element.
+  // block: threads own disjoint columns, so no two write the same element. Gate block by gate block, so
+  // that the table's lines in use (V rows of one block) stay in L1 from one batch row to the next.
   auto add_to_table = [&](int64_t t, Slice s) {
     if (!id) return;
-    for (int64_t row = t * B; row < (t + 1) * B; ++row)
-      for (int64_t k = 0; k < G; ++k) {
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t row = t * B; row < (t + 1) * B; ++row) {
         const T* src = dxw + row * gh + k * h + s.u0;
         T* dst = dtab + id[row] * gh + k * h + s.u0;
         ZOO_IVDEP for (int64_t j = 0; j < s.n; ++j) dst[j] += src[j];
@@ -235,6 +238,8 @@ TensorList backward_impl(const std::string& cell, const TensorList& saved, const
   const T* g = lstm || gru ? saved[1].const_data_ptr<T>() : nullptr;
   const T* s2 = lstm || gru ? saved[2].const_data_ptr<T>() : nullptr;  // lstm C_t, gru N
   T* da = dA.mutable_data_ptr<T>();
+  const T* c0 = lstm ? C0.const_data_ptr<T>() : nullptr;
+  T *dc = lstm ? dC.mutable_data_ptr<T>() : nullptr, *ddir = gru ? dh_dir.mutable_data_ptr<T>() : nullptr;
   run_team(h, [&](int p, int P) {
     const Slice s = unit_slice(h, p, P);
     const StepGemm<T> gemm(w.block(s.u0, 0).t(), B, s.n, gh, kPack0);  // dA_t W_h[slice, :]^T
@@ -243,12 +248,12 @@ TensorList backward_impl(const std::string& cell, const TensorList& saved, const
         for_groups(s, G, [&](int64_t u, int64_t sz) {
           const int64_t o = row * h + u, v = b * h + u;  // this group in a (T, B, h) and a (B, h) array
           if (lstm) {
-            const T* c_prev = t ? s2 + o - B * h : C0.const_data_ptr<T>() + v;
+            const T* c_prev = t ? s2 + o - B * h : c0 + v;
             lstm_bwd(sz, Gates<const T>{g + row * gh + 4 * u, sz}, c_prev, s2 + o, dhs + o, dr + v,
-                     dC.mutable_data_ptr<T>() + v, dx_at(row, u));
+                     dc + v, dx_at(row, u));
           } else if (gru) {
             gru_bwd(sz, Gates<const T>{g + row * gh + 3 * u, sz}, s2 + o, h_prev(t) + v, dhs + o, dr + v,
-                    dh_dir.mutable_data_ptr<T>() + v, dx_at(row, u), Gates<T>{da + row * gh + u, h});
+                    ddir + v, dx_at(row, u), Gates<T>{da + row * gh + u, h});
           } else {
             rnn_bwd(sz, hs + o, dhs + o, dr + v, dxw + o);
           }
