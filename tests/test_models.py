@@ -98,6 +98,30 @@ def test_fused_forward_equals_the_books_loop(name, gru_form):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_kept_fused_weights_follow_every_change():
+    """Without autograd a scratch model keeps its concatenated weights; a step, a load or a move renews them."""
+    model = create_model("deep-lstm-scratch", num_hiddens=8)
+    X, _ = batch()
+
+    def outputs():
+        with torch.no_grad():
+            return model(X)[0], model.forward_reference(X)[0]
+
+    torch.testing.assert_close(*outputs())
+    with torch.no_grad():
+        assert model.layer_weights(1)[0] is model.layer_weights(1)[0]
+    assert model.layer_weights(1)[0].requires_grad               # with autograd: always a fresh, differentiable one
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    lm_loss(model(X)[0], batch(1)[1]).backward()
+    opt.step()                                            # in place: the version counters move
+    torch.testing.assert_close(*outputs())
+    model.load_state_dict({k: torch.randn_like(v) for k, v in model.state_dict().items()})
+    torch.testing.assert_close(*outputs())
+    for p in model.parameters():                          # new storage, same version counters
+        p.data = torch.randn_like(p)
+    torch.testing.assert_close(*outputs())
+
+
 @pytest.mark.parametrize("name", ["rnn-scratch", "rnn", "gru-scratch", "gru", "lstm-scratch", "lstm",
                                   "deep-lstm-scratch", "deep-lstm"])
 def test_scratch_and_concise_convert_exactly(name):

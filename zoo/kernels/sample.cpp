@@ -54,8 +54,8 @@ inline int64_t block_width(int64_t j, int64_t n) { return j + 128 <= n ? 128 : 1
 
 // A thread's columns of W laid out for matvec: the matrix M (K, n) = columns(W, h, first, blocks, u),
 // each column block [j, j + width) stored as its K rows of width floats from offset j * K, so that the
-// product reads the weights once, in order, and the prefetcher streams them. Copied from W directly, in
-// W's memory order: row by row, or column by column for torch.nn's transposed weight_hh.t().
+// product reads the weights once, in order, and the prefetcher streams them. Copied from W directly:
+// row by row, or for torch.nn's transposed weight_hh.t() from its contiguous columns.
 struct Packed {
   int64_t K = 0, n = 0;
   std::vector<float> w;
@@ -67,11 +67,14 @@ struct Packed {
     const int64_t s0 = W.stride(0), s1 = W.stride(1), wide = n / 128 * 128;  // [0, wide): 128-wide blocks
     const float* src = W.const_data_ptr<float>();
     auto block_of = [&](int64_t c) { return c < wide ? c / 128 * 128 : wide + (c - wide) / 16 * 16; };
-    if (s1 != 1) {  // column by column: K contiguous floats to K rows of the column's block
-      for (int64_t c = 0; c < n; ++c) {
-        const int64_t j = block_of(c), width = block_width(j, n);
-        const float* col = src + ((first + c / u.n) * h + u.u0 + c % u.n) * s1;
-        for (int64_t k = 0; k < K; ++k) w[j * K + k * width + (c - j)] = col[k];
+    if (s1 != 1) {  // contiguous columns: a block 16 rows at a time, so that the writes stay in L1
+      for (int64_t j = 0, width = 0; j < n; j += width) {
+        width = block_width(j, n);
+        for (int64_t k0 = 0; k0 < K; k0 += 16)
+          for (int64_t c = j; c < std::min(n, j + width); ++c) {
+            const float* col = src + ((first + c / u.n) * h + u.u0 + c % u.n) * s1;
+            for (int64_t k = k0; k < std::min(K, k0 + 16); ++k) w[j * K + k * width + (c - j)] = col[k];
+          }
       }
       return;
     }

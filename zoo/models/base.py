@@ -15,6 +15,7 @@ Each model also keeps `forward_reference`, the book's computation step by step, 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -123,9 +124,8 @@ class RecurrentLM(nn.Module):
 
 def device_of(model: nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (the n-gram model has only buffers)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def init_uniform_(tensor: torch.Tensor, num_hiddens: int) -> None:
