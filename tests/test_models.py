@@ -110,7 +110,7 @@ def test_kept_fused_weights_follow_every_change():
     torch.testing.assert_close(*outputs())
     with torch.no_grad():
         assert model.layer_weights(1)[0] is model.layer_weights(1)[0]
-    assert model.layer_weights(1)[0].requires_grad               # with autograd: always a fresh, differentiable one
+    assert model.layer_weights(1)[0].requires_grad        # with autograd: a fresh, differentiable one
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     lm_loss(model(X)[0], batch(1)[1]).backward()
     opt.step()                                            # in place: the version counters move
