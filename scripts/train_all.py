@@ -32,10 +32,10 @@ from zoo.hub import HubError, artefacts, push  # noqa: E402
 from zoo.models import create_model, list_models  # noqa: E402
 from zoo.recipes import RECIPES, Recipe, recipe_for  # noqa: E402
 from zoo.report import write_report  # noqa: E402
-from zoo.train import STATE_FILE, STATE_JSON, Trainer  # noqa: E402
+from zoo.train import STATE_FILE, Trainer, read_state  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"
-RUN_FILES = [STATE_FILE, STATE_JSON, ckpt.WEIGHTS, ckpt.CONFIG, METRICS, README]   # what --force removes
+RUN_FILES = [STATE_FILE, ckpt.WEIGHTS, ckpt.CONFIG, METRICS, README]   # what --force removes
 
 
 def say(line: str) -> None:
@@ -66,7 +66,7 @@ def plan(name: str, folder: Path, force: bool) -> str:
         return "train"
     if is_done(folder):
         return "skip"
-    return "resume" if name != "ngram" and (folder / STATE_JSON).is_file() else "train"
+    return "resume" if name != "ngram" and (folder / STATE_FILE).is_file() else "train"
 
 
 # ---------------------------------------------------------------------------- training
@@ -93,7 +93,7 @@ def train_one(name: str, folder: Path, action: str, args, corpora: Corpora, devi
         return fit_ngram_run(corpora.get(), folder, args.ngram_max_order, not args.ngram_no_tune)
     overrides = recipe_overrides(args)
     if action == "resume":
-        tokenizer = Tokenizer.from_dict(ckpt.load_json(folder / STATE_JSON)["tokenizer"])
+        tokenizer = Tokenizer.from_dict(read_state(folder)["tokenizer"])
         corpus = corpora.get(tokenizer)
         trainer = Trainer.resume(folder, corpus.splits, device, **overrides)
         say(f"{name}: resuming from epoch {trainer.epoch} of {trainer.recipe.epochs}")
@@ -107,8 +107,7 @@ def train_one(name: str, folder: Path, action: str, args, corpora: Corpora, devi
         trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, name, folder, device)
     metrics = fit(trainer, folder, data=corpus.source)
     if not args.keep_checkpoints:
-        for file in (STATE_FILE, STATE_JSON):
-            (folder / file).unlink(missing_ok=True)
+        (folder / STATE_FILE).unlink(missing_ok=True)
     return metrics
 
 

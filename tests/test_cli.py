@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from zoo import list_models
+from zoo.train import STATE_FILE, read_state
 
 SMALL = ["--hidden", "32", "--train-tokens", "3000", "--batch-size", "8", "--num-steps", "20"]
 
@@ -43,7 +44,7 @@ def test_help_is_complete():
 
 def test_train_writes_a_model_folder(trained):
     out, result = trained
-    assert {"model.safetensors", "config.json", "metrics.json", "checkpoint.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "metrics.json", "checkpoint.safetensors"} <= {p.name for p in out.iterdir()}
     assert "test ppl" in result.stdout
     assert result.stderr.count("epoch ") == 3                  # plain progress lines when not on a terminal
     assert json.loads((out / "config.json").read_text())["recipe"]["epochs"] == 3
@@ -116,8 +117,7 @@ def test_kill_then_resume_ends_with_the_same_weights(tmp_path):
                              *map(str, args[1:])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
-        state = killed / "checkpoint.json"
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 3:
+        if (killed / STATE_FILE).exists() and read_state(killed)["epoch"] >= 3:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from zoo import checkpoint as ckpt
 from zoo import create_model
 from zoo.evaluate import score
 from zoo.fit import fit
@@ -52,6 +53,28 @@ def test_resume_ends_with_the_same_weights(corpus, tmp_path):
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     assert [h["valid_perplexity"] for h in resumed.history] == [h["valid_perplexity"] for h in straight.history]
+
+
+def test_a_kill_in_the_middle_of_a_save_still_resumes_exactly(corpus, tmp_path, monkeypatch):
+    """Die right after the first file of the epoch-3 checkpoint lands: what resume reads must still be one epoch's
+    (a checkpoint split over two files, tensors then JSON, resumed epoch 2's counters with epoch 3's weights)."""
+    straight = make(corpus, epochs=4, run_dir=tmp_path / "a")
+    list(straight.run())
+    interrupted = make(corpus, epochs=4, run_dir=tmp_path / "b")
+    write = ckpt.atomic_write
+
+    def write_then_die_at_epoch_3(path, data):
+        write(path, data)
+        if interrupted.epoch == 3:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ckpt, "atomic_write", write_then_die_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        list(interrupted.run())
+    monkeypatch.undo()
+    resumed = Trainer.resume(tmp_path / "b", corpus.splits)
+    list(resumed.run())
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_a_non_finite_loss_names_the_step(corpus):

@@ -14,7 +14,7 @@ from conftest import ROOT
 from hubserver import HubServer, hub_env
 from zoo.checkpoint import load_model
 from zoo.report import BY_EPOCH, BY_TIME, REPORT
-from zoo.train import STATE_FILE, STATE_JSON
+from zoo.train import STATE_FILE
 
 SCRIPT = ROOT / "scripts" / "train_all.py"
 FOLDER_FILES = {"README.md", "config.json", "metrics.json", "model.safetensors"}
@@ -142,7 +142,7 @@ def test_an_interrupted_model_resumes_to_the_same_weights(small_text, tmp_path, 
     monkeypatch.setattr(train_all, "fit", interrupted_fit)
     code, out = run(capsys, small_args(small_text, tmp_path / "cut", *args))
     assert code == 130 and "interrupted during rnn" in out
-    assert (tmp_path / "cut" / "rnn" / STATE_JSON).is_file() and not (tmp_path / "cut" / "rnn" / "config.json").exists()
+    assert (tmp_path / "cut" / "rnn" / STATE_FILE).is_file() and not (tmp_path / "cut" / "rnn" / "config.json").exists()
 
     monkeypatch.undo()
     code, out = run(capsys, small_args(small_text, tmp_path / "cut", *args))
@@ -154,9 +154,9 @@ def test_an_interrupted_model_resumes_to_the_same_weights(small_text, tmp_path, 
 
 def test_a_failing_model_is_one_line_and_the_others_go_on(small_text, tmp_path, capsys):
     (tmp_path / "rnn").mkdir()
-    (tmp_path / "rnn" / STATE_JSON).write_text("{truncated")     # a broken checkpoint: resuming it fails
+    (tmp_path / "rnn" / STATE_FILE).write_bytes(b"\x10\x00")     # a broken checkpoint: resuming it fails
     code, out = run(capsys, small_args(small_text, tmp_path, "--models", "rnn,ngram"))
     assert code == 1
     [failure] = [line for line in out.splitlines() if "FAILED" in line]
-    assert failure.startswith("rnn: FAILED: ") and "checkpoint.json is not valid JSON" in failure
+    assert failure.startswith("rnn: FAILED: ") and "checkpoint.safetensors is corrupt or truncated" in failure
     assert (tmp_path / "ngram" / "model.safetensors").is_file() and "1 of 2 failed: rnn" in out

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
@@ -64,6 +64,18 @@ def load_tensors(path) -> dict[str, torch.Tensor]:
         return load_bytes(path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"missing {path.name} in {path.parent}") from None
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+
+
+def load_metadata(path) -> dict[str, str]:
+    """The string metadata in a safetensors file's header, read without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing {path.name} in {path.parent}")
+    try:
+        with safe_open(path, "pt") as f:
+            return f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
 

@@ -23,7 +23,7 @@ from zoo.generate import generate
 from zoo.hub import load
 from zoo.models import create_model, describe, list_models
 from zoo.recipes import RECIPES, Recipe, recipe_for
-from zoo.train import STATE_JSON, Trainer, TrainingError
+from zoo.train import STATE_FILE, Trainer, TrainingError, read_state
 
 EXPECTED_ERRORS = (DataError, ckpt.CheckpointError, TrainingError, ValueError, KeyError, OSError)
 
@@ -76,13 +76,13 @@ def cmd_train_one(args) -> None:
         return
     overrides = {k: v for k, v in vars(args).items() if k in RECIPE_FLAGS and v is not None}
     if args.resume:
-        if not (out / STATE_JSON).exists():
-            raise TrainingError(f"nothing to resume in {out} (no {STATE_JSON}); run without --resume")
-        tokenizer = Tokenizer.from_dict(ckpt.load_json(out / STATE_JSON)["tokenizer"])
+        if not (out / STATE_FILE).exists():
+            raise TrainingError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume")
+        tokenizer = Tokenizer.from_dict(read_state(out)["tokenizer"])
         corpus = load_corpus(args.data, tokenizer=tokenizer)
         trainer = Trainer.resume(out, corpus.splits, device, **overrides)
     else:
-        if (out / STATE_JSON).exists():
+        if (out / STATE_FILE).exists():
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         corpus = load_corpus(args.data, args.tokens)
         recipe = recipe_for(args.recipe, args.model, **overrides)

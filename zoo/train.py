@@ -2,9 +2,11 @@
 
 `Trainer.run()` is a generator: it trains and yields a `TrainLog` after every epoch (and every
 `recipe.log_every` batches), so the CLI prints progress, the app streams a live plot, and a consumer
-stops training by stopping iteration. Checkpoints are written at epoch boundaries, atomically, at most
-every `recipe.checkpoint_every` seconds, so an interrupted run loses at most that much and
-`Trainer.resume` continues it to the same weights an uninterrupted run reaches (on CPU, same seed).
+stops training by stopping iteration. Checkpoints are written at epoch boundaries, at most every
+`recipe.checkpoint_every` seconds, so an interrupted run loses at most that much and `Trainer.resume`
+continues it to the same weights an uninterrupted run reaches (on CPU, same seed). A checkpoint is one
+safetensors file with the JSON state (epoch, recipe, history, ...) in its header, replaced by one atomic
+rename: a kill at any instant leaves tensors and counters from the same epoch.
 
 Under `torchrun` (a process group is initialised) each rank trains on its rows of every batch through
 DistributedDataParallel, which averages the gradients, so W ranks with batch B compute what one process
@@ -12,6 +14,7 @@ with batch B computes; rank 0 alone writes checkpoints.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -31,7 +34,16 @@ from zoo.graphs import GraphedStep
 from zoo.models import model_from_config
 from zoo.recipes import Recipe
 
-STATE_FILE, STATE_JSON = "checkpoint.safetensors", "checkpoint.json"
+STATE_FILE = "checkpoint.safetensors"
+
+
+def read_state(run_dir: str | Path) -> dict:
+    """The JSON part of `run_dir`'s checkpoint (name, tokenizer, recipe, epoch, history, ...)."""
+    path = Path(run_dir) / STATE_FILE
+    try:
+        return json.loads(ckpt.load_metadata(path)["state"])
+    except (KeyError, json.JSONDecodeError):
+        raise ckpt.CheckpointError(f"{path} holds no training state (not a checkpoint written by zoo)") from None
 
 
 class TrainingError(RuntimeError):
@@ -235,7 +247,7 @@ class Trainer:
     # ------------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self) -> None:
-        """Everything `resume` needs, as safetensors + JSON, each file replaced atomically (JSON last)."""
+        """Everything `resume` needs in one safetensors file (the JSON state in its header), replaced atomically."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         opt = self.optimizer.state_dict()
         scalars = {}
@@ -251,20 +263,20 @@ class Trainer:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         tensors["rng.batches"] = self.batches.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
-        ckpt.save_tensors(self.run_dir / STATE_FILE, tensors)
-        ckpt.save_json(self.run_dir / STATE_JSON, {
+        state = {
             "name": self.name, "model": self.model.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
             "recipe": self.recipe.to_dict(), "epoch": self.epoch, "step": self.step,
             "bad_evals": self.bad_evals, "elapsed": self.elapsed,
             "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
             "best_epoch": self.best_epoch, "history": self.history,
-            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}})
+            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+        ckpt.save_tensors(self.run_dir / STATE_FILE, tensors, metadata={"state": json.dumps(state)})
 
     @classmethod
     def resume(cls, run_dir: str | Path, splits: Splits, device="cpu", **recipe_overrides) -> "Trainer":
         """Rebuild a trainer from `run_dir`'s checkpoint; `recipe_overrides` may extend e.g. epochs."""
         run_dir = Path(run_dir)
-        meta = ckpt.load_json(run_dir / STATE_JSON)
+        meta = read_state(run_dir)
         tensors = ckpt.load_tensors(run_dir / STATE_FILE)
         model = model_from_config(meta["model"])
         recipe = replace(Recipe.from_dict(meta["recipe"]), **recipe_overrides)
