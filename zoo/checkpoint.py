@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,24 +59,26 @@ def save_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 
 
 def load_tensors(path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, turning every failure into one CheckpointError line."""
+    """Read a whole safetensors file; any failure is one CheckpointError line."""
     path = Path(path)
-    try:
+    with _one_line_errors(path):
         return load_bytes(path.read_bytes())
-    except FileNotFoundError:
-        raise CheckpointError(f"missing {path.name} in {path.parent}") from None
-    except (SafetensorError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
 
 
 def load_metadata(path) -> dict[str, str]:
     """The string metadata in a safetensors file's header, read without loading its tensors."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing {path.name} in {path.parent}")
+    with _one_line_errors(path), safe_open(path, "pt") as f:
+        return f.metadata() or {}
+
+
+@contextmanager
+def _one_line_errors(path: Path):
+    """Turn every failure to read the safetensors file at `path` into one CheckpointError line."""
     try:
-        with safe_open(path, "pt") as f:
-            return f.metadata() or {}
+        yield
+    except FileNotFoundError:
+        raise CheckpointError(f"missing {path.name} in {path.parent}") from None
     except (SafetensorError, ValueError, OSError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]})") from None
 
