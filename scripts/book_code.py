@@ -267,6 +267,8 @@ SCRATCH = {
     "lstm-scratch": (get_lstm_params, init_lstm_state, lstm, [_LSTM_NAMES]),
     "deep-lstm-scratch": (get_deep_lstm_params, init_deep_lstm_state, deep_lstm, [_LSTM_NAMES, _LSTM_NAMES]),
 }
+# Our cells' gate blocks, in the order of their fused weights (the book's letters: h~ is "h", C~ is "c").
+GATE_ORDER = {"rnn-scratch": "h", "gru-scratch": "rzh", "lstm-scratch": "ifco", "deep-lstm-scratch": "ifco"}
 # Concise (D2L 8.6, 9.1, 9.2, 9.3): the torch layer and its number of layers, wrapped in d2l.RNNModel.
 CONCISE = {"rnn": (nn.RNN, 1), "gru": (nn.GRU, 1), "lstm": (nn.LSTM, 1), "deep-lstm": (nn.LSTM, 2)}
 
@@ -292,15 +294,19 @@ def copy_weights(ours: nn.Module, net, name: str) -> None:
     """Give the book's model `net` the weights of our model `ours` (same registry `name`).
 
     Concise: our state dict loads into `d2l.RNNModel` strictly (same names and shapes). Scratch: each of
-    the book's parameters is filled from ours of the same name; `net.params` stays the same tensors.
+    the book's parameters is its gate's block of our fused ones (`W_x` = [W_xi | W_xf | W_xc | W_xo] for an
+    LSTM, PyTorch's gate order); `net.params` stays the same tensors.
     """
     if name in CONCISE:
         net.load_state_dict(ours.state_dict(), strict=True)
         return
-    layers = SCRATCH[name][3]
-    ours_params = dict(ours.named_parameters())
-    names = [f"cells.{l}.{n}" for l, layer in enumerate(layers) for n in layer] + ["W_hq", "b_q"]
-    if len(names) != len(net.params) or set(names) != set(ours_params):
-        raise ValueError(f"{name}: our parameters {sorted(ours_params)} do not match the book's")
+    blocks = {"W_hq": ours.W_hq, "b_q": ours.b_q}
+    for l, cell in enumerate(ours.cells):
+        for fused, book in (("W_x", "W_x"), ("W_h", "W_h"), ("b", "b_")):
+            for gate, block in zip(GATE_ORDER[name], getattr(cell, fused).chunk(cell.gates, -1)):
+                blocks[f"cells.{l}.{book}{gate}"] = block
+    names = [f"cells.{l}.{n}" for l, layer in enumerate(SCRATCH[name][3]) for n in layer] + ["W_hq", "b_q"]
+    if len(names) != len(net.params) or set(names) != set(blocks):
+        raise ValueError(f"{name}: our parameters {sorted(blocks)} do not match the book's")
     for param, key in zip(net.params, names):
-        param.copy_(ours_params[key])
+        param.copy_(blocks[key])

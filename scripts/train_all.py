@@ -29,7 +29,7 @@ from zoo.cli import EXPECTED_ERRORS, pick_device  # noqa: E402
 from zoo.data import MODES, Tokenizer, load_corpus  # noqa: E402
 from zoo.fit import METRICS, fit, fit_ngram_run  # noqa: E402
 from zoo.hub import HubError, artefacts, push  # noqa: E402
-from zoo.models import create_model, list_models  # noqa: E402
+from zoo.models import BOOK, create_model, list_models  # noqa: E402
 from zoo.recipes import RECIPES, Recipe, recipe_for  # noqa: E402
 from zoo.report import write_report  # noqa: E402
 from zoo.train import STATE_FILE, Trainer, read_state  # noqa: E402
@@ -217,7 +217,7 @@ def recipe_overrides(args) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", help=f"comma-separated names (default: all: {','.join(list_models())})")
+    p.add_argument("--models", help=f"comma-separated names (default: the book's: {','.join(BOOK)})")
     p.add_argument("--recipe", choices=list(RECIPES), default="book", help="book or modern (default: book)")
     p.add_argument("--out", type=Path, default=BUNDLED, help=f"one folder per model in it (default: {BUNDLED})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else list_models()
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else BOOK
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}")

@@ -7,6 +7,7 @@ and inside their gates; and one that the visitor trains, live.
                        (default: weights/ beside the zoo package, i.e. <repo>/weights)
     RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
     RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
+    ZOO_BACKEND        what runs the recurrent layers: auto (default: the fastest, measured), step, torch, kernel
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ from loader import Slot, load_zoo  # noqa: E402
 from train_runs import Runs, Session, forget  # noqa: E402
 
 import zoo  # noqa: E402
-from zoo import kernels  # noqa: E402
+from zoo import backends, kernels  # noqa: E402
 from zoo.data import Corpus  # noqa: E402
+from zoo.models import BOOK  # noqa: E402
 
 DEFAULT_NAMESPACE = "rnn-zoo"    # space/README.md lists its repos under `models:` (a test holds the two equal)
 HUB_NAMESPACE = os.environ.get("RNN_ZOO_NAMESPACE", DEFAULT_NAMESPACE)
@@ -42,6 +44,7 @@ QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is fu
 TRAIN_RUNS = int(os.environ.get("RNN_ZOO_TRAIN_RUNS") or
                  (2 if DEVICE.type == "cuda" else max(1, min(2, (os.cpu_count() or 2) // 2))))
 TRAIN_SECONDS = int(os.environ.get("RNN_ZOO_TRAIN_SECONDS") or 60)
+BACKEND = backends.check_name(os.environ.get(backends.ENV) or "auto")
 SESSION_SECONDS = 3 * 3600   # a visitor's trained models and files are kept this long after their last run
 # Per-character colouring as running text: no gap, padding or rounding between the one-character tokens.
 CSS = """
@@ -103,8 +106,11 @@ def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[s
             corpus)
 
 
-kernels.available()                               # load (or build, once) the C++ kernels before any visitor
-slots = load_zoo(zoo.list_models(), HUB_NAMESPACE, WEIGHTS, DEVICE)
+kernels.available()           # loads the C++ kernels, or starts building them in the background: nothing waits
+slots = load_zoo(BOOK, HUB_NAMESPACE, WEIGHTS, DEVICE)
+for slot in slots.values():
+    if slot.ok and hasattr(slot.pretrained.model, "use_backend"):
+        slot.pretrained.model.use_backend(BACKEND)
 train_runs = Runs(TRAIN_RUNS)
 demo = build_demo(slots, *from_the_book(slots), runs=train_runs)
 

@@ -25,11 +25,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from zoo import create_model, list_models  # noqa: E402
+from zoo import create_model  # noqa: E402
 from zoo.checkpoint import save_model  # noqa: E402
 from zoo.data import Tokenizer  # noqa: E402
+from zoo.models import BOOK  # noqa: E402
 
-NETWORKS = [name for name in list_models() if name != "ngram"]
+NETWORKS = [name for name in BOOK if name != "ngram"]
 
 
 def untrained_weights(folder: Path) -> Path:
@@ -68,7 +69,7 @@ def compare(client, seed: int) -> tuple[float, float]:
     started = time.perf_counter()
     out = client.predict("time traveller", 200, "sample", 0.8, 0, 1.0, seed, NETWORKS, api_name="/sample")
     wall = time.perf_counter() - started
-    infos = "\n".join(out[1:1 + len(list_models())])
+    infos = "\n".join(out[1:1 + len(BOOK)])
     return wall, sum(int(ms) for ms in re.findall(r"^(\d+) ms", infos, re.MULTILINE)) / 1000
 
 

@@ -9,7 +9,7 @@ from inputs import check_number, check_text, refuse
 from loader import Slot
 from matplotlib.figure import Figure
 
-from zoo.gates import GATE_NAMES, gate_activations
+from zoo.gates import gate_activations, gate_names
 
 SHOWN = 120        # characters in the heatmap
 TOP_UNITS = 4      # units shown when none are chosen: those whose gate varies most over the text
@@ -50,8 +50,7 @@ def heatmap(gates: dict[str, torch.Tensor], chars: list[str], units: list[int], 
 
 def build(slots: dict[str, Slot]) -> None:
     """Model, text, layer and units in; a note and the heatmap out."""
-    gated = [name for name, s in slots.items()
-             if s.ok and getattr(s.pretrained.model.config, "arch", "") in GATE_NAMES]
+    gated = [name for name, s in slots.items() if s.ok and gate_names(s.pretrained.model)]
     gr.Markdown(ABOUT)
     with gr.Row():
         model = gr.Dropdown(gated, value=gated[0] if gated else None, label="Model (GRU or LSTM)",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from zoo import create_model, list_models
+from zoo import create_model
+from zoo.models import BOOK
 from zoo.checkpoint import save_model
 from zoo.data import Corpus, load_corpus
 from zoo.evaluate import score
@@ -43,7 +44,7 @@ def make_weights(out: str | Path, corpus: Corpus, epochs: int = 3) -> Path:
     out, threads = Path(out), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for name in list_models():
+        for name in BOOK:
             if name == "ngram":
                 make_ngram(out / name, corpus)
                 continue

@@ -13,7 +13,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants, create_repo, upload_folder
 
-from zoo import list_models
+from zoo.models import BOOK
 from zoo.evaluate import score
 from zoo.hub import hub_reachable
 
@@ -24,7 +24,7 @@ from book import Memorised  # noqa: E402
 from loader import Slot, hub_id, load_slot, load_zoo  # noqa: E402
 from tab_sample import marked  # noqa: E402
 
-NETWORKS = [name for name in list_models() if name not in ("ngram", CORRUPTED)]
+NETWORKS = [name for name in BOOK if name not in ("ngram", CORRUPTED)]
 SETTINGS = dict(length=200, decoding="sample", temperature=0.8, top_k=0, top_p=1.0, seed=1)
 
 
@@ -36,9 +36,9 @@ def client(app):
 def sample(client, prompt="time traveller", shown=None, **settings):
     s = {**SETTINGS, **settings}
     out = client.predict(prompt, s["length"], s["decoding"], s["temperature"], s["top_k"], s["top_p"], s["seed"],
-                         list_models() if shown is None else shown, api_name="/sample")
-    n = len(list_models())
-    status, infos, texts = out[0], dict(zip(list_models(), out[1:n + 1])), dict(zip(list_models(), out[n + 1:]))
+                         BOOK if shown is None else shown, api_name="/sample")
+    n = len(BOOK)
+    status, infos, texts = out[0], dict(zip(BOOK, out[1:n + 1])), dict(zip(BOOK, out[n + 1:]))
     return status, infos, texts
 
 
@@ -77,8 +77,8 @@ def test_the_same_seed_gives_the_same_text(client):
 
 def test_only_the_chosen_models_run(client):
     _, infos, texts = sample(client, shown=["gru", "ngram"], length=30)
-    assert {n for n in list_models() if texts[n]} == {"gru", "ngram"}
-    assert {n for n in list_models() if infos[n]} == {"gru", "ngram"}
+    assert {n for n in BOOK if texts[n]} == {"gru", "ngram"}
+    assert {n for n in BOOK if infos[n]} == {"gru", "ngram"}
 
 
 def test_spans_copied_from_the_training_text_are_marked(client, corpus):
@@ -138,7 +138,7 @@ def test_non_ascii_prompt_is_read_and_the_page_says_how(client):
 
 def perplexity(client, text):
     out = client.predict(text, api_name="/perplexity")
-    return out[0], out[1], out[2], dict(zip(list_models(), out[3:]))
+    return out[0], out[1], out[2], dict(zip(BOOK, out[3:]))
 
 
 def test_perplexity_table_chart_and_coloured_text(client, app):
@@ -190,7 +190,7 @@ def test_training_plot_and_table(client, app):
     plot, table = client.predict(api_name="/training")
     assert plot["type"] == "matplotlib"
     rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
-    assert list(rows) == list_models()
+    assert list(rows) == BOOK
     gru = app.module.slots["gru"].pretrained
     assert rows["gru"]["parameters"] == f"{sum(p.numel() for p in gru.model.parameters()):,}"
     assert rows["gru"]["hidden"] == 32 and rows["deep-lstm"]["layers"] == 2 and rows["gru"]["epochs"] == 3
@@ -225,7 +225,7 @@ def test_the_space_card_lists_the_models_the_app_loads(app):
     card = yaml.safe_load((SPACE / "README.md").read_text(encoding="utf-8").split("---")[1])
     assert card["sdk"] == "gradio" and card["sdk_version"] == gradio.__version__
     assert (SPACE / card["app_file"]).is_file()
-    assert card["models"] == [hub_id(app.module.DEFAULT_NAMESPACE, name) for name in list_models()]
+    assert card["models"] == [hub_id(app.module.DEFAULT_NAMESPACE, name) for name in BOOK]
 
 
 def test_corrupted_folder_fails_in_its_own_slot_only(app):
@@ -235,7 +235,7 @@ def test_corrupted_folder_fails_in_its_own_slot_only(app):
 
 
 def test_a_page_without_any_model_still_builds(app):
-    slots = {name: Slot(name, "nowhere", error="missing model.safetensors") for name in list_models()}
+    slots = {name: Slot(name, "nowhere", error="missing model.safetensors") for name in BOOK}
     demo = app.module.build_demo(slots)
     assert "0 of 9 models loaded" in demo.config["components"][0]["props"]["value"]
 
@@ -246,7 +246,7 @@ def test_offline_start_falls_back_to_the_bundled_weights_at_once(monkeypatch, tm
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     hub_reachable.cache_clear()
     started = time.perf_counter()
-    slots = load_zoo(list_models(), "rnn-zoo", app_weights, torch.device("cpu"))
+    slots = load_zoo(BOOK, "rnn-zoo", app_weights, torch.device("cpu"))
     assert time.perf_counter() - started < 5
     assert all(s.ok for name, s in slots.items() if name != CORRUPTED)
     assert "bundled weights" in slots["gru"].source and "cannot be reached" in slots["gru"].source

@@ -12,12 +12,12 @@ from urllib.parse import urlparse
 import pytest
 from app_fixtures import CORRUPTED
 
-from zoo import list_models
+from zoo.models import BOOK
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("ZOO_SCREENSHOTS", Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"))
-SHOWN = [name for name in list_models() if name not in (CORRUPTED, "ngram")]   # ngram is shown on request
+SHOWN = [name for name in BOOK if name not in (CORRUPTED, "ngram")]   # ngram is shown on request
 LOADED = SHOWN + ["ngram"]
 
 
@@ -90,7 +90,7 @@ def test_an_example_fills_the_text(page):
 def test_training_view(page):
     page.get_by_role("tab", name="Training").click()
     page.locator("#training-plot img").wait_for()
-    assert all(name in text_of(page, "#training-table") for name in list_models())
+    assert all(name in text_of(page, "#training-table") for name in BOOK)
     page.screenshot(path=SHOTS / "training.png", full_page=True)
 
 

@@ -1,5 +1,8 @@
 """Model cards: the Hub's format (YAML metadata and a model-index with the metrics), the book's equations per
 architecture, the recipe, the numbers, repeatable samples, and how to load; the same folder, the same card."""
+import inspect
+import textwrap
+
 import pytest
 from huggingface_hub import ModelCard
 
@@ -8,6 +11,7 @@ from zoo.card import README, closest_recipe, equations, model_card, write_card
 from zoo.checkpoint import load_json, load_model
 from zoo.fit import fit, fit_ngram_run
 from zoo.generate import generate
+from zoo.models import ConciseLM
 from zoo.recipes import recipe_for
 from zoo.train import Trainer
 
@@ -53,7 +57,7 @@ def test_network_card_describes_the_model_training_numbers_and_loading(folders):
     text = model_card(folders / "gru-scratch", "test-ns/rnn-zoo-gru-scratch").text
     info = load_json(folders / "gru-scratch" / "config.json")
     m = info["metrics"]
-    assert "D2L 9.1: a GRU from scratch" in text and "16 hidden units" in text
+    assert "D2L 9.1: the book's GRU from scratch" in text and "16 hidden units" in text
     assert r"(\mathbf{R}_t \odot \mathbf{H}_{t-1}) \mathbf{W}_{hh}" in text      # the book's reset-before form
     assert ("The **modern** recipe, changed: `warmup_steps`, `batch_size`, `num_steps`, `epochs`, `train_tokens`"
             in text and "| `epochs` | **2** |" in text)
@@ -87,15 +91,16 @@ def test_the_same_folder_gives_the_same_card(folders):
 
 
 @pytest.mark.parametrize("name", NETWORKS)
-def test_equations_follow_the_architecture(name):
-    config = create_model(name).config.to_dict()
-    text = equations(config)
+def test_equations_are_the_cells_own(name):
+    model = create_model(name)
+    text = equations(model)
     has = {"reset": r"\mathbf{R}_t" in text, "cell": r"\mathbf{C}_t" in text, "deep": r"^{(l)}" in text,
-           "book-gru": r"(\mathbf{R}_t \odot \mathbf{H}_{t-1})" in text, "torch-gru": r"\mathbf{b}_{hh}))" in text}
-    assert has == {"reset": config["arch"] == "gru", "cell": config["arch"] == "lstm",
-                   "deep": config["num_layers"] > 1, "book-gru": name == "gru-scratch", "torch-gru": name == "gru"}
-    assert ("torch.nn." in text) == (config["impl"] == "concise") and r"\mathrm{softmax}" in text
-    assert text.count("$$") == 2
+           "book-gru": r"(\mathbf{R}_t \odot \mathbf{H}_{t-1})" in text, "torch-gru": r"\mathbf{b}_{hn}))" in text}
+    assert has == {"reset": "gru" in name, "cell": "lstm" in name, "deep": model.config.num_layers > 1,
+                   "book-gru": name == "gru-scratch", "torch-gru": name in ("gru", "gru-torch-scratch")}
+    assert ("torch.nn." in text) == isinstance(model, ConciseLM) and r"\mathrm{softmax}" in text
+    assert text.count("$$") == 2 and all(line in text for line in model.cell.equations)
+    assert f"```python\n{textwrap.dedent(inspect.getsource(model.cell.step))}```" in text   # the code that runs
 
 
 def test_closest_recipe_names_the_preset_and_the_changes():

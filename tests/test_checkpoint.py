@@ -45,7 +45,7 @@ def test_folder_holds_safetensors_and_json_only(saved):
     folder, _ = saved
     assert sorted(p.name for p in folder.iterdir()) == [CONFIG, WEIGHTS]
     info = json.loads((folder / CONFIG).read_text())
-    assert info["model"]["arch"] == "lstm" and info["metrics"]["test_perplexity"] == 5.0
+    assert info["model"]["name"] == "lstm" and info["metrics"]["test_perplexity"] == 5.0
     assert (folder / WEIGHTS).read_bytes()[8:9] == b"{"        # safetensors: 8-byte length, JSON header
 
 
@@ -86,7 +86,7 @@ def test_weights_that_do_not_match_the_config(saved):
     (folder / CONFIG).write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="has shape"):
         load_model(folder)
-    info["model"].update(num_hiddens=16, impl="scratch")
+    info["model"].update(num_hiddens=16, name="lstm-scratch")
     (folder / CONFIG).write_text(json.dumps(info))
     with pytest.raises(CheckpointError, match="does not match the config"):
         load_model(folder)

@@ -3,7 +3,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from conftest import ROOT
-from zoo import list_models
+from zoo.models import BOOK
 from zoo.checkpoint import load_model
 from zoo.evaluate import score
 
@@ -14,11 +14,11 @@ TARGETS = {"rnn": 4.20, "rnn-scratch": 4.20, "gru": 3.95, "gru-scratch": 3.95, "
 
 
 def test_every_registered_model_is_bundled():
-    assert sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()) == sorted(list_models())
+    assert sorted(p.name for p in WEIGHTS.iterdir() if p.is_dir()) == sorted(BOOK)
     assert (WEIGHTS / "REPORT.md").is_file()
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", BOOK)
 def test_bundled_model_scores_what_its_card_says(name, corpus):
     folder = WEIGHTS / name
     pretrained = load_model(folder)
@@ -32,6 +32,6 @@ def test_bundled_model_scores_what_its_card_says(name, corpus):
     assert test <= TARGETS[name]
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", BOOK)
 def test_bundled_folders_are_small(name):
     assert sum(p.stat().st_size for p in (WEIGHTS / name).iterdir()) < 5_000_000

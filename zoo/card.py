@@ -7,15 +7,18 @@ so a card can be rebuilt from any folder at any time, and the same folder always
 """
 from __future__ import annotations
 
+import inspect
+import re
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from zoo.checkpoint import CONFIG, load_json, load_model
+from zoo.checkpoint import CONFIG, Pretrained, load_json, load_model
 from zoo.data import BOOK_SHA1
 from zoo.generate import generate
-from zoo.models import describe, list_models
+from zoo.models import ConciseLM, NGramLM, describe, list_models
 from zoo.recipes import RECIPES, Recipe, recipe_for
 
 README = "README.md"
@@ -24,42 +27,12 @@ BOOK_CORPUS = "The Time Machine (H. G. Wells), the book's timemachine.txt"
 PREFIX = "time traveller"
 SAMPLE = dict(length=200, temperature=0.8, seed=1)   # the sampled text; the greedy one has the same length
 D2L = "https://d2l.ai/chapter_"
-BOOK_SECTIONS = {   # (arch, impl) -> the section the registry's docstring cites, and its page
-    ("rnn", "scratch"): ("8.5", "recurrent-neural-networks/rnn-scratch.html"),
-    ("rnn", "concise"): ("8.6", "recurrent-neural-networks/rnn-concise.html"),
-    **{("gru", impl): ("9.1", "recurrent-modern/gru.html") for impl in ("scratch", "concise")},
-    **{("lstm", impl): ("9.2", "recurrent-modern/lstm.html") for impl in ("scratch", "concise")},
-}
+BOOK_PAGES = {"8.5": "recurrent-neural-networks/rnn-scratch.html", "8.6": "recurrent-neural-networks/rnn-concise.html",
+              "9.1": "recurrent-modern/gru.html", "9.2": "recurrent-modern/lstm.html",
+              "9.3": "recurrent-modern/deep-rnn.html"}
 
-# ---------------------------------------------------------------------------- the book's equations
+# ---------------------------------------------------------------------------- the equations
 
-def gate(g: str, f: str = r"\sigma") -> str:
-    """f(X_t W_xg + H_{t-1} W_hg + b_g): every gate's (and candidate's) affine map of input and state."""
-    return rf"{f}(\mathbf{{X}}_t \mathbf{{W}}_{{x{g}}} + \mathbf{{H}}_{{t-1}} \mathbf{{W}}_{{h{g}}} + \mathbf{{b}}_{g})"
-
-
-EQUATIONS = {
-    "rnn": [r"\mathbf{H}_t &= " + gate("h", r"\tanh")],
-    "gru-book": [
-        r"\mathbf{R}_t &= " + gate("r"),
-        r"\mathbf{Z}_t &= " + gate("z"),
-        r"\tilde{\mathbf{H}}_t &= \tanh(\mathbf{X}_t \mathbf{W}_{xh} + (\mathbf{R}_t \odot \mathbf{H}_{t-1}) "
-        r"\mathbf{W}_{hh} + \mathbf{b}_h)",
-        r"\mathbf{H}_t &= \mathbf{Z}_t \odot \mathbf{H}_{t-1} + (1 - \mathbf{Z}_t) \odot \tilde{\mathbf{H}}_t"],
-    "gru": [
-        r"\mathbf{R}_t &= " + gate("r"),
-        r"\mathbf{Z}_t &= " + gate("z"),
-        r"\tilde{\mathbf{H}}_t &= \tanh(\mathbf{X}_t \mathbf{W}_{xh} + \mathbf{b}_{xh} + \mathbf{R}_t \odot "
-        r"(\mathbf{H}_{t-1} \mathbf{W}_{hh} + \mathbf{b}_{hh}))",
-        r"\mathbf{H}_t &= \mathbf{Z}_t \odot \mathbf{H}_{t-1} + (1 - \mathbf{Z}_t) \odot \tilde{\mathbf{H}}_t"],
-    "lstm": [
-        r"\mathbf{I}_t &= " + gate("i"),
-        r"\mathbf{F}_t &= " + gate("f"),
-        r"\mathbf{O}_t &= " + gate("o"),
-        r"\tilde{\mathbf{C}}_t &= " + gate("c", r"\tanh"),
-        r"\mathbf{C}_t &= \mathbf{F}_t \odot \mathbf{C}_{t-1} + \mathbf{I}_t \odot \tilde{\mathbf{C}}_t",
-        r"\mathbf{H}_t &= \mathbf{O}_t \odot \tanh(\mathbf{C}_t)"],
-}
 OUTPUT = r"P(x_{t+1} \mid x_1, \dots, x_t) &= \mathrm{softmax}(\mathbf{H}_t \mathbf{W}_{hq} + \mathbf{b}_q)"
 DEEP = (r"\mathbf{H}_t^{(l)} &= f_l(\mathbf{H}_t^{(l-1)}, \mathbf{H}_{t-1}^{(l)}), "
         r"\quad \mathbf{H}_t^{(0)} = \mathbf{X}_t")
@@ -72,44 +45,47 @@ def display(lines: list[str]) -> str:
     return "$$\n\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}\n$$"
 
 
-def equations(model: dict) -> str:
-    """The book's equations for a config.json "model" entry, with the notes that tie them to the code."""
-    if model["arch"] == "ngram":
+def book_section(name: str) -> str:
+    """A link to the book's section that a registered model's docstring cites ("D2L 9.2: ..."), or ""."""
+    section = re.match(r"D2L (\d\.\d)", describe(name)) if name in list_models() else None
+    if not section or section[1] not in BOOK_PAGES:
+        return ""
+    return f"[D2L {section[1]}]({D2L}{BOOK_PAGES[section[1]]}), "
+
+
+def equations(model) -> str:
+    """The maths of a model, taken from the model itself: a network's cell gives its equations and the
+    code that runs them (its `step`), with the notes that tie them to the weights."""
+    if isinstance(model, NGramLM):
         return ("Interpolated modified Kneser-Ney (Chen & Goodman, 1998). For order k and history h (its last "
                 "k-1 tokens; h' drops the oldest), with c_k the raw count at the top order and the continuation "
                 "count N1+(.hw) below it:\n\n" + display(KNESER_NEY))
-    arch, impl = model["arch"], model["impl"]
-    form = "gru-book" if arch == "gru" and impl == "scratch" and model.get("gru_form", "book") == "book" else arch
-    deep = model.get("num_layers", 1) > 1
-    section, page = BOOK_SECTIONS[(arch, impl)]
-    text = [f"[D2L {section}]({D2L}{page}), one-hot inputs $\\mathbf{{X}}_t$, "
-            f"$\\sigma$ the logistic sigmoid, $\\odot$ the elementwise product:", "",
-            display(EQUATIONS[form] + ([DEEP] if deep else []) + [OUTPUT])]
+    c, cell = model.config, model.cell
+    deep = c.num_layers > 1
+    inputs = (f"an embedding of {c.embedding} dimensions of the token as inputs $\\mathbf{{X}}_t$" if c.embedding
+              else "one-hot inputs $\\mathbf{X}_t$")
+    text = [f"{book_section(c.name)}{inputs}, $\\sigma$ the logistic sigmoid, $\\odot$ the elementwise product:", "",
+            display([*cell.equations, *([DEEP] if deep else []), OUTPUT]), "", inspect.cleandoc(cell.__doc__ or "")]
     if deep:
-        text += ["", f"Each of the {model['num_layers']} layers $l$ applies the equations above with its own "
-                     "weights to the hidden states of the layer below (D2L 9.3); the output layer reads the top one."]
-    if form == "gru-book":
-        text += ["", "This is the book's GRU: the reset gate acts *before* the recurrent product. PyTorch's "
-                     "`nn.GRU` applies it after, with a second bias."]
-    elif arch == "gru":
-        text += ["", "This is PyTorch's GRU: the reset gate acts *after* the recurrent product, with its own bias "
-                     "$\\mathbf{b}_{hh}$ (the book applies it before, to $\\mathbf{H}_{t-1}$)."]
-    if impl == "concise":
-        stacked = "" if arch == "rnn" else ", the gates stacked in PyTorch's order"
-        biases = ("for the reset and update gates PyTorch's two biases `bias_ih + bias_hh` sum to the book's "
-                  "$\\mathbf{b}$; the candidate's `bias_hh` part is $\\mathbf{b}_{hh}$ above" if arch == "gru" else
-                  "PyTorch's two biases `bias_ih + bias_hh` sum to the book's $\\mathbf{b}$")
-        text += ["", f"The weights live in `torch.nn.{arch.upper()}` (`rnn.weight_ih_l0`, `rnn.weight_hh_l0`, "
-                     f"...{stacked}) and `linear` (the output layer), exactly the parameters of the book's "
-                     f"`RNNModel`; {biases}."]
+        text += ["", f"Each of the {c.num_layers} layers $l$ applies the equations above with its own weights to "
+                     "the hidden states of the layer below (D2L 9.3); the output layer reads the top one."]
+    if isinstance(model, ConciseLM):
+        text += ["", f"The weights live in `torch.nn.{model.arch.upper()}` (`rnn.weight_ih_l0`, `rnn.weight_hh_l0`, "
+                     "...) and `linear` (the output layer), exactly the parameters of the book's `RNNModel`: the "
+                     "cell's `W_x`, `W_h` transposed, and `bias_ih + bias_hh` its `b`."]
     else:
-        text += ["", "The weights keep the book's names (`W_x*`, `W_h*`, `b_*` for each gate, `W_hq`, `b_q`) "
-                     "and initialisation."]
-    if model.get("dropout") or model.get("weight_drop"):
-        text += ["", f"Trained with dropout {model.get('dropout', 0)} on every layer's output and DropConnect "
-                     f"{model.get('weight_drop', 0)} on the recurrent weights $\\mathbf{{W}}_{{h\\cdot}}$ "
-                     "(both off at evaluation)."]
-    return "\n".join(text)
+        text += ["", f"Each layer's weights are the cell's `W_x`, `W_h` and `b` (`cells.0.W_x`, ...), each gate's "
+                     f"block side by side so that one matmul computes all {cell.gates} of them, then the book's "
+                     "output layer `W_hq`, `b_q`, with the book's initialisation."]
+    if c.dropout or c.weight_drop:
+        text += ["", f"Trained with dropout {c.dropout} on every layer's output and DropConnect {c.weight_drop} on the "
+                     "recurrent weights $\\mathbf{W}_{h\\cdot}$ (both off at evaluation)."]
+    code = textwrap.dedent(inspect.getsource(cell.step))
+    what = (f"`torch.nn.{model.arch.upper()}` computes the maths of the cell's `{cell.__name__}.step`"
+            if isinstance(model, ConciseLM) else
+            f"What runs is the cell's `{cell.__name__}.step` (or an accelerator the tests prove equal to it)")
+    return "\n".join(text + ["", f"{what}: one time step, whose input `XW` = $\\mathbf{{X}}_t \\mathbf{{W}}_x + "
+                                  "\\mathbf{b}$ is computed for every step at once:", "", f"```python\n{code}```"])
 
 
 # ---------------------------------------------------------------------------- the parts of the card
@@ -146,7 +122,7 @@ def numbers_table(info: dict) -> str:
     m, per = info.get("metrics", {}), unit(info["tokenizer"])
     rows = [("train perplexity", m.get("train_perplexity")), ("validation perplexity", m.get("valid_perplexity")),
             ("test perplexity", m.get("test_perplexity")), (f"test bits/{per}", m.get("test_bits_per_token"))]
-    if info["model"]["arch"] == "ngram":
+    if info["model"].get("arch") == "ngram":
         rows += [("order (chosen on validation)", m.get("order")),
                  ("stored n-grams", sum(info["model"].get("ngrams", [])))]
     else:
@@ -170,9 +146,8 @@ def duration(seconds: float | None) -> str | None:
     return f"{hours}h {minutes:02d}m {s:02d}s" if hours else f"{minutes}m {s:02d}s" if minutes else f"{seconds:.1f}s"
 
 
-def samples(folder: Path) -> str:
+def samples(pretrained: Pretrained) -> str:
     """Greedy and seeded sampled continuations of PREFIX, generated on the CPU (repeatable)."""
-    pretrained = load_model(folder, "cpu")
     greedy = generate(pretrained.model, pretrained.tokenizer, PREFIX, SAMPLE["length"]).texts[0]
     sampled = generate(pretrained.model, pretrained.tokenizer, PREFIX, **SAMPLE).texts[0]
     return (f"Greedy (the book's `predict_ch8`), {SAMPLE['length']} tokens after \"{PREFIX}\":\n\n"
@@ -221,20 +196,20 @@ def eval_results(info: dict, corpus: str) -> list[EvalResult]:
 
 # ---------------------------------------------------------------------------- the card
 
-def summary(info: dict) -> tuple[str, str]:
+def summary(info: dict, net) -> tuple[str, str]:
     """A sentence on what the model is, and how it was trained (the recipe table, for a network)."""
     name, model = info["name"], info["model"]
     what = describe(name) if name in list_models() else ""
-    if model["arch"] == "ngram":
+    if model.get("arch") == "ngram":
         by_order = info.get("metrics", {}).get("valid_perplexity_by_order", {})
         orders = ", ".join(f"{k}: {v:.3f}" for k, v in by_order.items())
         return (f"{what} Order {model['order']}, {model['vocab_size']} tokens.",
                 "Counted from the training split (no gradient training); the order with the lowest validation "
                 "perplexity is kept and its discounts are fitted to the validation split."
                 + (f" Validation perplexity by order: {orders}." if orders else ""))
-    layers = model["num_layers"]
+    layers, impl = model["num_layers"], "concise" if isinstance(net, ConciseLM) else "scratch"
     size = (f"{layers} layer{'s' if layers > 1 else ''} of {model['num_hiddens']} hidden units over "
-            f"{model['vocab_size']} tokens, `{model['impl']}` implementation")
+            f"{model['vocab_size']} tokens, `{impl}` implementation")
     return f"{what} {size[0].upper()}{size[1:]}.", recipe_table(name, info.get("recipe", {}))
 
 
@@ -250,15 +225,18 @@ def model_card(folder: str | Path, repo_id: str | None = None) -> ModelCard:
     """The card of a model folder; `repo_id` is where it lives on the Hub (a placeholder namespace if None)."""
     folder = Path(folder)
     info = load_json(folder / CONFIG)
+    pretrained = load_model(folder, "cpu")
     corpus = corpus_name(info)
-    name, model, tokenizer = info["name"], info["model"], info["tokenizer"]
+    name, tokenizer = info["name"], info["tokenizer"]
     repo_id = repo_id or f"NAMESPACE/{repo_name(name)}"
     tags = ["rnn-zoo", "d2l", "safetensors", f"{unit(tokenizer)}-level", "text-generation"]
-    tags += (["n-gram", "kneser-ney"] if model["arch"] == "ngram"
-             else ["pytorch", "recurrent-neural-network", model["arch"], model["impl"]])
+    net = pretrained.model
+    tags += (["n-gram", "kneser-ney"] if isinstance(net, NGramLM) else
+             ["pytorch", "recurrent-neural-network", net.cell.__name__.removesuffix("Cell").lower(),
+              "concise" if isinstance(net, ConciseLM) else "scratch"])
     data = ModelCardData(library_name=LIBRARY, license="mit", language="en", pipeline_tag="text-generation",
                          tags=tags, model_name=repo_id.split("/")[-1], eval_results=eval_results(info, corpus))
-    what, training = summary(info)
+    what, training = summary(info, net)
     metrics = info.get("metrics", {})
     body = f"""
 # {repo_id.split("/")[-1]}
@@ -271,7 +249,7 @@ into train / validation / test.
 
 ## The equations
 
-{equations(model)}
+{equations(pretrained.model)}
 
 ## Training
 
@@ -287,7 +265,7 @@ Exact perplexity, token-weighted over each whole split with the state carried fr
 
 ## Samples
 
-{samples(folder)}
+{samples(pretrained)}
 
 ## How to load
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from zoo import backends
 from zoo import checkpoint as ckpt
 from zoo.data import MODES, DataError, Tokenizer, load_corpus, read_text
 from zoo.evaluate import score
@@ -81,6 +82,7 @@ def cmd_train_one(args) -> None:
         tokenizer = Tokenizer.from_dict(read_state(out)["tokenizer"])
         corpus = load_corpus(args.data, tokenizer=tokenizer)
         trainer = Trainer.resume(out, corpus.splits, device, **overrides)
+        trainer.model.use_backend(args.backend)
     else:
         if (out / STATE_FILE).exists():
             raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -89,7 +91,7 @@ def cmd_train_one(args) -> None:
         torch.manual_seed(recipe.seed)
         sizes = {k: v for k, v in (("num_hiddens", args.hidden), ("num_layers", args.layers)) if v is not None}
         model = create_model(args.model, vocab_size=len(corpus.tokenizer), dropout=recipe.dropout,
-                             weight_drop=recipe.weight_drop, **sizes)
+                             weight_drop=recipe.weight_drop, **sizes).use_backend(args.backend)
         trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, args.model, out, device)
     try:
         metrics = fit(trainer, out, data=corpus.source)
@@ -101,8 +103,16 @@ def cmd_train_one(args) -> None:
           f"  test ppl {metrics['test_perplexity']:.3f}  {metrics['tokens_per_sec']:,.0f} tok/s  -> {out}")
 
 
-def cmd_sample(args) -> None:
+def loaded(args):
+    """The model `args.source` names, on the device and backend the arguments ask for."""
     pretrained = load(args.source, args.revision, pick_device(args.device))
+    if hasattr(pretrained.model, "use_backend"):
+        pretrained.model.use_backend(args.backend)
+    return pretrained
+
+
+def cmd_sample(args) -> None:
+    pretrained = loaded(args)
     result = generate(pretrained.model, pretrained.tokenizer, args.prefix, args.length, args.temperature,
                       args.top_k, args.top_p, args.num_samples, args.seed)
     if result.unknown:
@@ -112,7 +122,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    pretrained = load(args.source, args.revision, pick_device(args.device))
+    pretrained = loaded(args)
     text = read_text(args.text_file)
     tokenizer = pretrained.tokenizer
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -128,6 +138,12 @@ def cmd_eval(args) -> None:
 
 
 # ---------------------------------------------------------------------------- arguments
+
+def backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=backends.NAMES, default=os.environ.get(backends.ENV) or "auto",
+                   help="what runs the recurrent layers: auto (the fastest here, measured once), step (each cell's "
+                        f"own step), torch (torch's layers), kernel (the C++ loop); default ${backends.ENV} or auto")
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="Train, sample and evaluate the RNN Zoo's models.")
@@ -148,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=int, help="hidden units (default: 256)")
     t.add_argument("--layers", type=int, help="recurrent layers (default: 1, 2 for deep models)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    backend_arg(t)
     recipe = t.add_argument_group("recipe settings (default: the chosen recipe's)")
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")
@@ -163,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("source", help="a model folder, or a Hugging Face Hub repo id (owner/name)")
         q.add_argument("--revision", help="Hub branch, tag or commit")
         q.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        backend_arg(q)
 
     s = sub.add_parser("sample", help="continue a prefix", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source_args(s)

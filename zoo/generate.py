@@ -1,23 +1,30 @@
 """Text from a model: greedy (the book's `predict_ch8`), temperature, top-k and top-p sampling.
 
-The prefix is read once (by the sampling loop itself when short, else in one parallel forward pass);
-generation then feeds one token at a time and carries the state, so the cost is linear in the length
-(makemore reruns the whole prefix at every step: quadratic for an RNN). Recurrent models run the whole
-loop in `zoo.kernels.sample_loop` (one C++ call on CPU).
+The prefix is read once and generation then feeds one token at a time, carrying the state, so the cost is
+linear in the length (makemore reruns the whole prefix at every step: quadratic for an RNN). Two samplers
+run that loop, chosen like the layers' backends (zoo/backends.py):
+
+    loop    the model's own forward, one token at a time (every layer on its backend): runs any model
+    kernel  zoo.kernels.sample_loop, the whole loop in one C++ call (CPU, float32), for models whose
+            every cell the kernels were proven equal to; it reads a short prefix itself
+
+Both draw the same uniform numbers and choose by the same rule (`pick`), so they give the same text for
+the same seed wherever their arithmetic agrees.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from zoo import kernels
+from zoo import backends, kernels
 from zoo.data import Tokenizer
-from zoo.kernels.reference import pick
 from zoo.models.base import RecurrentLM, device_of
 
 MAX_LENGTH = 100_000
-PREFIX_IN_LOOP = 256   # tokens; longer prefixes go through one forward pass first
+PREFIX_IN_LOOP = 256   # tokens; the kernel sampler reads longer prefixes in one forward pass first
+SAMPLERS = ("loop", "kernel")
 
 
 @dataclass
@@ -26,6 +33,24 @@ class Generation:
     texts: list[str]
     prefix: str
     unknown: list[str]   # characters (or words) of the prefix outside the vocabulary, read as <unk>
+
+
+def pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, u: torch.Tensor | None) -> torch.Tensor:
+    """Next token per row of logits (B, V): greedy argmax at temperature 0, else one draw by inverse CDF
+    with the uniform numbers u (B,) from the top-k / top-p restricted softmax(logits / temperature)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    z = logits / temperature
+    if 0 < top_k < z.shape[-1]:
+        kth = z.topk(top_k, -1).values[:, -1:]  # (B, 1) the k-th largest
+        z = z.masked_fill(z < kth, float("-inf"))
+    p = torch.softmax(z, -1)
+    if top_p < 1:  # the smallest set of most probable tokens whose mass reaches top_p
+        sorted_p, order = p.sort(dim=-1, descending=True, stable=True)
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p  # the more probable ones already reach top_p
+        p = p.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+    c = p.cumsum(-1)  # (B, V)
+    return (c <= u[:, None] * c[:, -1:]).sum(-1).clamp_max(z.shape[-1] - 1)
 
 
 def expand_state(state, num_samples: int):
@@ -43,42 +68,69 @@ def generate_ids(model, prefix_ids: torch.Tensor, length: int, temperature: floa
         raise ValueError(f"length must be between 0 and {MAX_LENGTH}")
     if len(prefix_ids) == 0:
         raise ValueError("the prefix is empty: give at least one character the model knows")
-    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+    if not (math.isfinite(temperature) and temperature >= 0 and top_k >= 0 and 0 < top_p <= 1):
         raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
     was_training = model.training
     model.eval()
-    device = device_of(model)
-    prefix_ids = prefix_ids.to(device)
-    recurrent = isinstance(model, RecurrentLM)
-    # The sampling loop reads a short prefix itself; a long one is read faster in one parallel forward pass.
-    in_loop = prefix_ids if recurrent and len(prefix_ids) <= PREFIX_IN_LOOP else prefix_ids[-1:]
-    ahead = prefix_ids[:len(prefix_ids) - len(in_loop)]
-    state = model(ahead[None])[1] if len(ahead) else None
-    if recurrent:
-        state = expand_state(model.init_state(1) if state is None else state, num_samples)
-        layers = [model.layer_weights(l) for l in range(model.config.num_layers)]
-        new, _ = kernels.sample_loop([model.config.cell] * len(layers), layers, model.head_weights(),
-                                     model.layer_states(state), in_loop.expand(num_samples, -1), length,
-                                     temperature, top_k, top_p, generator)
-    else:
-        new = _sample_any(model, state, in_loop.expand(num_samples), length, temperature, top_k, top_p,
-                          generator)
+    prefix_ids = prefix_ids.to(device_of(model))
+    sample = _kernel_sampler if sampler_for(model, num_samples, generator) == "kernel" else _loop_sampler
+    new = sample(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator)
     model.train(was_training)
-    return torch.cat([prefix_ids.expand(num_samples, -1), new.to(device)], dim=1)
+    return torch.cat([prefix_ids.expand(num_samples, -1), new.to(prefix_ids.device)], dim=1)
 
 
-def _sample_any(model, state, token, length, temperature, top_k, top_p, generator) -> torch.Tensor:
-    """The same loop and the same choice rule (`pick`) for any model with `forward(idx, state) -> (logits,
-    state)`: the n-gram reference, whose state is its last tokens (1, B, order - 1)."""
+def sampler_for(model, num_samples: int, generator: torch.Generator | None) -> str:
+    """"kernel" where it may run the model and is not ruled out by the model's backend setting (measured
+    against the loop when "auto"), else "loop"."""
+    if not (isinstance(model, RecurrentLM) and model.backend in ("auto", "kernel") and _kernel_can_run(model, generator)):
+        return "loop"
+    if model.backend == "kernel":
+        return "kernel"
+    key = (f"sampler {model.cell.__qualname__} infer {backends.device_name(model.layer(0).params['W_h'])} "
+           f"L{model.config.num_layers} B{backends._bucket(num_samples)} h{model.config.num_hiddens} "
+           f"V{model.config.vocab_size} [loop kernel]")
+    prefix = torch.zeros(8, dtype=torch.long)
+
+    def timing(sampler):
+        return lambda: backends.timed(lambda: sampler(model, prefix, 32, 0.0, 0, 1.0, num_samples, None),
+                                      torch.device("cpu"))
+    return backends.fastest(key, {"loop": timing(_loop_sampler), "kernel": timing(_kernel_sampler)})
+
+
+def _kernel_can_run(model: RecurrentLM, generator) -> bool:
+    W_h = model.layer(0).params["W_h"]
+    return (model.cell in backends.KERNEL and backends.proven(model.cell) and not model.config.embedding
+            and W_h.device.type == "cpu" and W_h.dtype == torch.float32
+            and (generator is None or generator.device.type == "cpu") and kernels.available())
+
+
+def _loop_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator) -> torch.Tensor:
+    """The model's own forward, one token at a time, after one pass over the prefix: any model with
+    `forward(idx, state) -> (logits, state)` (the n-gram's state is its last tokens)."""
+    state = model(prefix_ids[None, :-1])[1] if len(prefix_ids) > 1 else None
     if state is not None:
-        state = expand_state(state, len(token))
-    U = torch.rand(length, len(token), generator=generator, device=token.device) if temperature > 0 else None
+        state = expand_state(state, num_samples)
+    token = prefix_ids[-1:].expand(num_samples)
+    U = torch.rand(length, num_samples, generator=generator, device=token.device) if temperature > 0 else None
     out = []
     for t in range(length):
         logits, state = model(token[:, None], state)
         token = pick(logits[:, -1].float(), temperature, top_k, top_p, None if U is None else U[t])
         out.append(token)
-    return torch.stack(out, dim=1) if out else token.new_empty(len(token), 0)
+    return torch.stack(out, dim=1) if out else token.new_empty(num_samples, 0)
+
+
+def _kernel_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator) -> torch.Tensor:
+    """The whole loop in one C++ call; a short prefix is read in that loop, a long one by a forward pass."""
+    in_loop = prefix_ids if len(prefix_ids) <= PREFIX_IN_LOOP else prefix_ids[-1:]
+    ahead = prefix_ids[:len(prefix_ids) - len(in_loop)]
+    state = model(ahead[None])[1] if len(ahead) else model.init_state(1)
+    layers = [model.layer(index) for index in range(model.config.num_layers)]
+    weights = [(p["W_x"], p["b"], p["W_h"], p.get("b_hn")) for p in (layer.params for layer in layers)]
+    new, _ = kernels.sample_loop([backends.KERNEL[model.cell]] * len(layers), weights, model.head_weights(),
+                                 model.layer_states(expand_state(state, num_samples)),
+                                 in_loop.expand(num_samples, -1), length, temperature, top_k, top_p, generator)
+    return new
 
 
 def generate(model, tokenizer: Tokenizer, prefix: str, length: int = 100, temperature: float = 0.0,

@@ -1,81 +1,134 @@
-"""CPU fast path for the recurrent layers: the whole time loop in a C++ extension.
+"""An optional CPU accelerator: the whole time loop of a layer, and of sampling, in a C++ extension.
 
 Training (`recurrence`): per step one MKL matmul and one fused elementwise pass; in backward one matmul
 per step for dH and a single batched matmul for dW_h. Generation (`sample_loop`): the whole sampling loop.
-Built with torch's cpp_extension on first use and cached in torch's extension directory (respects
-TORCH_EXTENSIONS_DIR). When it cannot be built, or ZOO_KERNELS=0, or the tensors are not on the CPU (or
-not float32/float64), the same maths runs in plain torch ops (reference.py).
+zoo/backends.py runs these only for the cells they were proven equal to, and only when `available()`.
+
+Nothing waits for the compiler: a build made before (for these sources, this CPU, torch and Python) loads at
+once; otherwise the first `available()` starts building in a background thread (about a minute) and says
+so in one line, and answers False until the build is done. Without a compiler or OpenMP, it says that in
+one line and the other backends run. ZOO_KERNELS=0 turns the kernels off.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import platform
-import warnings
+import sys
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .reference import GATES, Lookup, check_sampling, reference_recurrence, reference_sample_loop
+__all__ = ["available", "Lookup", "recurrence", "sample_loop", "cpu_model", "GATES"]
 
-__all__ = ["available", "Lookup", "recurrence", "reference_recurrence", "sample_loop",
-           "reference_sample_loop"]
+log = logging.getLogger("zoo")
+HERE = Path(__file__).parent
+SOURCES = ["recurrence.cpp", "sample.cpp"]
+HEADERS = ["cells.h", "support.h"]
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru-book": 3}   # the cells the C++ code computes, and their gate blocks
 
-_SOURCES = ["recurrence.cpp", "sample.cpp"]
 
-
-def _cpu_tag() -> str:
-    """A short hash of the CPU model and flags: the build uses -march=native, so a build directory shared
-    between different machines must not hand one CPU's binary to another."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags", "Features"))]
-        text = "\n".join(sorted(set(lines)))
-    except OSError:
-        text = platform.processor()
-    return hashlib.sha1(f"{platform.machine()}\n{text}".encode()).hexdigest()[:10]
+class Lookup(NamedTuple):
+    """Input projections given as rows of a table: XW[t, b] = table[ids[t, b]]. For a first layer over
+    one-hot tokens, one-hot @ W_x + b is the row of the table W_x + b (V, G*h) at the token id."""
+    ids: Tensor    # (T, B) int64
+    table: Tensor  # (V, G*h)
 
 
 @functools.cache
-def _ops():
-    """Build (or load from torch's extension cache) the C++ ops; None, after one warning, if that fails."""
-    from torch.utils import cpp_extension
-
-    here = Path(__file__).parent
-    x86 = platform.machine() in ("x86_64", "AMD64")
-    native = ["-march=native", "-mprefer-vector-width=512"] if x86 else []
+def cpu_model() -> str:
+    """The processor's model name (lscpu's), or the platform's word for it."""
     try:
-        cpp_extension.load(
-            name=f"zoo_kernels_{_cpu_tag()}",
-            sources=[str(here / s) for s in _SOURCES],
-            extra_include_paths=[str(here)],
-            extra_cflags=["-O3", "-fopenmp", *native],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-            verbose=False,
-        )
-    except Exception as e:  # no compiler, no ninja, unsupported platform: fall back to torch ops
-        reason = (str(e).strip().splitlines() or [""])[0][:160]
-        warnings.warn(f"zoo.kernels: C++ extension unavailable, using torch ops ({type(e).__name__}: "
-                      f"{reason})", stacklevel=3)
-        return None
-    return torch.ops.zoo_kernels
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def available() -> bool:
-    """True when the C++ kernels will run: the extension built and loaded here, and ZOO_KERNELS != 0."""
-    return os.environ.get("ZOO_KERNELS", "1") != "0" and _ops() is not None
+def _build_name(flags: list[str]) -> str:
+    """The extension's name: a hash of everything the binary depends on (sources, flags, CPU, torch,
+    Python), so a build found under that name was made from exactly this and loads without a compiler."""
+    digest = hashlib.sha1()
+    for name in SOURCES + HEADERS:
+        digest.update((HERE / name).read_bytes())
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else platform.processor()
+    flags_of_cpu = sorted({ln for ln in cpu.splitlines() if ln.startswith(("model name", "flags", "Features"))})
+    digest.update("\n".join([*flags, *flags_of_cpu, torch.__version__, sys.version, platform.machine()]).encode())
+    return f"zoo_kernels_{digest.hexdigest()[:12]}"
 
 
-def _use_kernels(tensors, dtypes) -> bool:
-    """All given tensors on the CPU with one dtype out of dtypes, and the extension available."""
-    tensors = [t for t in tensors if t is not None]
-    same = len({t.dtype for t in tensors}) == 1 and tensors[0].dtype in dtypes
-    return same and all(t.device.type == "cpu" for t in tensors) and available()
+class _Extension:
+    """The C++ ops: loaded, being built in the background, or failed (with the reason said once)."""
+
+    def __init__(self):
+        self.ops = None
+        self.failed = False
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def load(self, wait: bool) -> bool:
+        with self.lock:
+            if self.ops is None and not self.failed and self.thread is None:
+                x86 = platform.machine() in ("x86_64", "AMD64")
+                flags = ["-O3", "-fopenmp", *(["-march=native", "-mprefer-vector-width=512"] if x86 else [])]
+                name = _build_name(flags)
+                build_dir = Path(_build_root()) / name
+                if (build_dir / f"{name}.so").is_file():
+                    self._build(name, flags, build_dir)       # built before: loads in well under a second
+                else:
+                    log.warning("zoo: building the C++ kernels in the background (about a minute); the other "
+                                "backends run meanwhile")
+                    self.thread = threading.Thread(target=self._build, args=(name, flags, build_dir), daemon=True)
+                    self.thread.start()
+            thread = self.thread
+        if wait and thread is not None:
+            thread.join()
+        return self.ops is not None
+
+    def _build(self, name: str, flags: list[str], build_dir: Path) -> None:
+        from torch.utils import cpp_extension
+        try:
+            build_dir.mkdir(parents=True, exist_ok=True)
+            cpp_extension.load(name=name, sources=[str(HERE / s) for s in SOURCES],
+                               extra_include_paths=[str(HERE)], extra_cflags=flags,
+                               extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
+                               is_python_module=False, verbose=False)
+            self.ops = torch.ops.zoo_kernels
+        except Exception as e:  # no compiler, no OpenMP, no ninja, another platform: the other backends run
+            reason = (str(e).strip().splitlines() or [""])[0][:160]
+            log.warning(f"zoo: the C++ kernels cannot be built here, so the other backends run "
+                        f"({type(e).__name__}: {reason})")
+            self.failed = True
+
+
+def _build_root() -> str:
+    """Where torch keeps its extensions: $TORCH_EXTENSIONS_DIR, else its default."""
+    from torch.utils import cpp_extension
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+
+
+_extension = _Extension()
+
+
+def available(wait: bool = False) -> bool:
+    """True when the C++ kernels are loaded and ZOO_KERNELS != 0. The first call loads a previous build,
+    or starts one in the background; `wait` waits for that build to end."""
+    return os.environ.get("ZOO_KERNELS", "1") != "0" and _extension.load(wait)
+
+
+def _ops():
+    if not available(wait=True):
+        raise RuntimeError("the C++ kernels are not available here (see zoo.kernels.available())")
+    return _extension.ops
 
 
 class _Recurrence(torch.autograd.Function):
@@ -106,7 +159,8 @@ def recurrence(cell: str, XW: Tensor | Lookup, W_h: Tensor, state, b_hn: Tensor 
     state. XW (T, B, G*h) holds the input projections with the input biases, or, for token inputs,
     Lookup(ids (T, B), table (V, G*h)) stands for XW[t, b] = table[ids[t, b]]: the kernel reads the rows in
     place and accumulates the table's gradient directly, so XW and its gradient never exist. W_h (h, G*h)
-    may be row-major or the transpose of a row-major matrix (torch.nn's weight_hh.t()) at no copy."""
+    may be row-major or the transpose of a row-major matrix (torch.nn's weight_hh.t()) at no copy.
+    CPU tensors, float32 or float64."""
     if cell not in GATES:
         raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(GATES)}")
     H0, C0 = state if cell == "lstm" else (state, None)
@@ -116,11 +170,8 @@ def recurrence(cell: str, XW: Tensor | Lookup, W_h: Tensor, state, b_hn: Tensor 
         table, ids = XW, None
     if cell == "gru" and b_hn is None:
         b_hn = table.new_zeros(W_h.shape[0])
-    steps = len(table if ids is None else ids)
-    on_cpu = ids is None or ids.device.type == "cpu"
-    fast = on_cpu and _use_kernels((table, W_h, H0, C0, b_hn), (torch.float32, torch.float64))
-    if steps == 0 or not fast:
-        return reference_recurrence(cell, XW, W_h, state, b_hn)
+    if len(table if ids is None else ids) == 0:
+        return table.new_empty(0, *H0.shape), state
     Hs, H, *C = _Recurrence.apply(cell, table, ids, W_h, H0, C0, b_hn)
     return Hs, ((H, C[0]) if cell == "lstm" else H)
 
@@ -138,22 +189,19 @@ def sample_loop(cells: list[str], layers: list[tuple[Tensor, Tensor, Tensor, Ten
 
     layers[l] = (W_x, b_x, W_h, b_hn): layer 0's input projection of token k is the row W_x[k] + b_x, a
     higher layer's is H_below @ W_x + b_x. head = (W_q (h, V), b_q (V,)): logits = H_top @ W_q + b_q.
-    state: one entry per layer (H, or (H, C) for lstm), batch B. temperature 0 is greedy argmax; otherwise
-    one draw per row from softmax(logits / temperature) restricted to the top_k largest (top_k > 0) and to
-    the smallest set whose probability reaches top_p. Returns (tokens (B, steps) long, final state).
-    Gives the same tokens as reference_sample_loop for the same generator state.
+    state: one entry per layer (H, or (H, C) for lstm), batch B. Tokens are chosen by the rule of
+    zoo.generate.pick: temperature 0 is greedy argmax; otherwise one draw per row, from uniform numbers
+    drawn up front (steps, B) from `generator`, from softmax(logits / temperature) restricted to the top_k
+    largest (top_k > 0) and to the smallest set whose probability reaches top_p. CPU float32 tensors.
+    Returns (tokens (B, steps) long, final state).
     """
-    check_sampling(cells, temperature, top_k, top_p)
+    if unknown := set(cells) - set(GATES):
+        raise ValueError(f"unknown cells {sorted(unknown)}; expected some of {sorted(GATES)}")
     if prompt.dim() != 2 or prompt.shape[1] == 0:
         raise ValueError("prompt must be (B, P) token ids with P >= 1")
     if prompt.numel() and not 0 <= int(prompt.min()) <= int(prompt.max()) < len(layers[0][0]):
         raise IndexError("the prompt holds ids outside the vocabulary")
     flat = [t for s in state for t in (s if isinstance(s, (tuple, list)) else (s,))]
-    weights = [t for layer in layers for t in layer] + list(head)
-    cpu_generator = generator is None or generator.device.type == "cpu"
-    if not (cpu_generator and _use_kernels(weights + flat, (torch.float32,))):
-        return reference_sample_loop(cells, layers, head, state, prompt, steps, temperature, top_k, top_p,
-                                     generator)
     W_x, b_x, W_h, b_hn = (list(w) for w in zip(*layers))
     tokens, out = _ops().sample_loop(list(cells), W_x, b_x, W_h, b_hn, *head, flat, prompt.cpu(), steps,
                                      temperature, top_k, top_p, generator)

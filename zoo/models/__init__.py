@@ -1,83 +1,93 @@
 """The model zoo by name: eight recurrent language models (scratch and concise RNN, GRU, LSTM, deep LSTM)
-and a Kneser-Ney n-gram to compare them with."""
-from dataclasses import fields
+and a Kneser-Ney n-gram to compare them with.
+
+A scratch model is a stack of cells (zoo/models/cells.py); registering one of your own is three lines:
+
+    @register_model
+    def lstm_peephole(**config):
+        return ScratchLM(ModelConfig(**config), PeepholeLSTMCell)
+"""
+from dataclasses import asdict, fields
 
 from zoo.models.base import ModelConfig, RecurrentLM
+from zoo.models.cells import Cell, GRUCell, LSTMCell, RNNCell, TorchGRUCell
 from zoo.models.concise import ConciseLM
 from zoo.models.ngram import NGramConfig, NGramLM, fit_ngram
 from zoo.models.registry import create_model, describe, list_models, register_model
 from zoo.models.scratch import ScratchLM
 
 
-def build_model(config: ModelConfig) -> RecurrentLM:
-    """The model a config describes, freshly initialised."""
-    return (ScratchLM if config.impl == "scratch" else ConciseLM)(config)
-
-
-# The models that are not a RecurrentLM, by their config's "arch": how config.json rebuilds them.
-FROM_CONFIG = {"ngram": lambda config: NGramLM(NGramConfig.from_dict(config))}
+BOOK = ["rnn-scratch", "rnn", "gru-scratch", "gru", "lstm-scratch", "lstm", "deep-lstm-scratch", "deep-lstm", "ngram"]
 
 
 def model_from_config(config: dict):
-    """The (untrained) model a config.json "model" entry describes."""
-    build = FROM_CONFIG.get(config.get("arch"), lambda config: build_model(ModelConfig.from_dict(config)))
-    return build(config)
+    """The (untrained) model a config.json "model" entry describes, built by the registered factory it names."""
+    if config.get("arch") == "ngram":
+        return NGramLM(NGramConfig.from_dict(config))
+    checked = ModelConfig.from_dict(config)     # unknown keys and bad values: one ValueError
+    return create_model(**asdict(checked))
 
 
-def _build(arch: str, impl: str, overrides: dict, **defaults) -> RecurrentLM:
-    return build_model(ModelConfig(arch, impl, **{**defaults, **overrides}))
+def _deep(config: dict) -> ModelConfig:
+    return ModelConfig(**{"num_layers": 2, **config})
 
 
 @register_model
-def rnn_scratch(**overrides):
+def rnn_scratch(**config):
     """D2L 8.5: a tanh RNN from scratch."""
-    return _build("rnn", "scratch", overrides)
+    return ScratchLM(ModelConfig(**config), RNNCell)
 
 
 @register_model
-def rnn(**overrides):
+def rnn(**config):
     """D2L 8.6: nn.RNN."""
-    return _build("rnn", "concise", overrides)
+    return ConciseLM(ModelConfig(**config), "rnn")
 
 
 @register_model
-def gru_scratch(**overrides):
-    """D2L 9.1: a GRU from scratch (the book's reset-before form by default)."""
-    return _build("gru", "scratch", overrides)
+def gru_scratch(**config):
+    """D2L 9.1: the book's GRU from scratch (the reset gate acts before the recurrent product)."""
+    return ScratchLM(ModelConfig(**config), GRUCell)
 
 
 @register_model
-def gru(**overrides):
+def gru(**config):
     """D2L 9.1: nn.GRU."""
-    return _build("gru", "concise", overrides)
+    return ConciseLM(ModelConfig(**config), "gru")
 
 
 @register_model
-def lstm_scratch(**overrides):
+def gru_torch_scratch(**config):
+    """PyTorch's GRU from scratch: the reset gate acts after the recurrent product, as in nn.GRU (and cuDNN)."""
+    return ScratchLM(ModelConfig(**config), TorchGRUCell)
+
+
+@register_model
+def lstm_scratch(**config):
     """D2L 9.2: an LSTM from scratch."""
-    return _build("lstm", "scratch", overrides)
+    return ScratchLM(ModelConfig(**config), LSTMCell)
 
 
 @register_model
-def lstm(**overrides):
+def lstm(**config):
     """D2L 9.2: nn.LSTM."""
-    return _build("lstm", "concise", overrides)
+    return ConciseLM(ModelConfig(**config), "lstm")
 
 
 @register_model
-def deep_lstm_scratch(**overrides):
+def deep_lstm_scratch(**config):
     """D2L 9.3: two stacked scratch LSTM cells (the book's exercise 9.3.1)."""
-    return _build("lstm", "scratch", overrides, num_layers=2)
+    return ScratchLM(_deep(config), LSTMCell)
 
 
 @register_model
-def deep_lstm(**overrides):
+def deep_lstm(**config):
     """D2L 9.3: nn.LSTM with num_layers=2."""
-    return _build("lstm", "concise", overrides, num_layers=2)
+    return ConciseLM(_deep(config), "lstm")
 
 
 @register_model
-def ngram(**overrides):
+def ngram(name: str = "ngram", **overrides):
     """A Kneser-Ney character n-gram: the non-neural line to beat.
 
     Empty (uniform) until counted: use `fit_ngram`. The sizes only neural models have (num_hiddens,
@@ -87,5 +97,8 @@ def ngram(**overrides):
     return NGramLM(NGramConfig(**{k: v for k, v in overrides.items() if k not in neural_only}))
 
 
-__all__ = ["ModelConfig", "RecurrentLM", "ScratchLM", "ConciseLM", "NGramConfig", "NGramLM", "build_model",
-           "model_from_config", "fit_ngram", "create_model", "describe", "list_models", "register_model"]
+from zoo.models import variants  # noqa: E402,F401  (registers the exercises' variants after the book's models)
+
+__all__ = ["BOOK", "ModelConfig", "RecurrentLM", "ScratchLM", "ConciseLM", "Cell", "RNNCell", "GRUCell", "TorchGRUCell",
+           "LSTMCell", "NGramConfig", "NGramLM", "model_from_config", "fit_ngram", "create_model", "describe",
+           "list_models", "register_model"]

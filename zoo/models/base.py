@@ -1,17 +1,10 @@
-"""What every recurrent language model here shares: the config, the state, and the fused forward pass.
+"""What every recurrent language model here shares: the config, the state, and the forward pass.
 
-A model is an embedding-free stack of recurrent layers over one-hot characters plus a linear head. Scratch
-and concise models differ only in how they store their weights (the book's `W_xi, W_hi, b_i, ...` versus
-`nn.LSTM`'s `weight_ih_l0, ...`). Both expose them in one canonical fused layout, gates side by side in
-PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n):
-
-    W_x (inputs, G*h)   b_x (G*h,)   W_h (h, G*h)   b_hn (h,) or None     head: W_q (h, V), b_q (V,)
-
-and `forward` runs that layout: the input projection of all time steps at once (for the first layer a
-row lookup, since one-hot times a matrix selects a row, which the kernel reads in place from
-`W_x + b_x`), then one `zoo.kernels.recurrence` per layer.
-Each model also keeps `forward_reference`, the book's computation step by step, which the tests hold
-`forward` equal to.
+A model reads tokens as one-hot vectors (the book's way; or through a learned embedding), runs a stack of
+recurrent layers, each one cell (zoo/models/cells.py) over all time steps, and ends in a linear output
+layer. Scratch and concise models differ only in where the weights live: in the book's cells, or in
+`torch.nn.RNN/GRU/LSTM`. Each layer runs on the backend that zoo/backends.py chooses for its cell: the
+cell's own `step`, or an accelerator proven equal to it.
 """
 from __future__ import annotations
 
@@ -22,104 +15,109 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo import kernels
+from zoo import backends
 from zoo.config import JSONConfig
+from zoo.models.cells import Cell
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # gate blocks per layer
+INITS = ("book", "uniform")
 
 
 @dataclass
 class ModelConfig(JSONConfig):
     """Everything needed to rebuild a model; it round-trips through config.json."""
-    arch: str                      # "rnn" | "gru" | "lstm"
-    impl: str                      # "scratch" (the book's equations) | "concise" (torch.nn layers)
+    name: str                      # the registered model that builds it (zoo.list_models())
     vocab_size: int = 28
     num_hiddens: int = 256
     num_layers: int = 1
+    embedding: int = 0             # 0: one-hot inputs, as the book; E > 0: a learned embedding of E dimensions
     dropout: float = 0.0           # on the outputs of every layer (between layers and before the head)
     weight_drop: float = 0.0       # DropConnect on the recurrent weights W_h, one mask per batch (AWD-LSTM)
-    init: str = "book"             # "book": as the book initializes each impl; "uniform": U(+-1/sqrt(h)) for both
-    gru_form: str = "book"         # scratch GRU only: "book" (reset before W_hh) | "pytorch" (reset after)
+    init: str = "book"             # "book": as the book initializes each impl; "uniform": U(+-1/sqrt(h)) for all
 
     def __post_init__(self):
-        if self.arch not in GATES:
-            raise ValueError(f"unknown arch {self.arch!r}; choose rnn, gru or lstm")
-        if self.impl not in ("scratch", "concise"):
-            raise ValueError(f"unknown impl {self.impl!r}; choose scratch or concise")
-        if self.init not in ("book", "uniform"):
+        if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose book or uniform")
-        if self.gru_form not in ("book", "pytorch"):
-            raise ValueError(f"unknown gru_form {self.gru_form!r}; choose book or pytorch")
-        if min(self.vocab_size, self.num_hiddens, self.num_layers) < 1:
-            raise ValueError("vocab_size, num_hiddens and num_layers must be positive")
+        if min(self.vocab_size, self.num_hiddens, self.num_layers) < 1 or self.embedding < 0:
+            raise ValueError("vocab_size, num_hiddens and num_layers must be positive, embedding at least 0")
         if not (0 <= self.dropout < 1 and 0 <= self.weight_drop < 1):
             raise ValueError("dropout and weight_drop must be in [0, 1)")
 
     @property
-    def cell(self) -> str:
-        """The `zoo.kernels` cell that runs this architecture."""
-        if self.arch == "gru":
-            return "gru-book" if self.impl == "scratch" and self.gru_form == "book" else "gru"
-        return self.arch
+    def num_inputs(self) -> int:
+        """What the first layer reads per step: a one-hot vector of the vocabulary, or an embedding."""
+        return self.embedding or self.vocab_size
 
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h (L, B, h), or (h, c) for LSTM, as torch does
 
 
 class RecurrentLM(nn.Module):
-    """Base class: `forward(idx (B, T), state) -> (logits (B, T, V), state)` over the fused weights."""
+    """Base class: `forward(idx (B, T), state) -> (logits (B, T, V), state)`.
+
+    Subclasses give each layer (`layer`), the output layer (`head_weights`) and the cell whose maths every layer
+    computes (`cell`). `backend` names the backend to run the layers on ("auto": chosen by measurement).
+    """
+
+    cell: type[Cell]
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.backend = "auto"
+        if config.embedding:
+            self.embedding = nn.Embedding(config.vocab_size, config.embedding)
 
-    # Subclasses provide the canonical layout of their own parameters (differentiable views, no copies kept).
-    def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def layer(self, index: int) -> backends.Layer:
         raise NotImplementedError
 
     def head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer as (W_q (h, V), b_q (V,))."""
         raise NotImplementedError
 
-    def forward_reference(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        raise NotImplementedError
+    def head(self, H: torch.Tensor) -> torch.Tensor:
+        """Logits H W_q + b_q, every step at once."""
+        W_q, b_q = self.head_weights()
+        return H @ W_q + b_q
+
+    def use_backend(self, name: str) -> "RecurrentLM":
+        """Run every layer on backend `name` where it can ("auto", "step", "torch" or "kernel")."""
+        self.backend = backends.check_name(name)
+        return self
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros, shaped like torch's recurrent layers want them: (num_layers, B, h)."""
+        """Zeros, shaped like torch's recurrent layers want them: (num_layers, B, h), or two such for (h, c)."""
         c = self.config
-        device = device or device_of(self)
-        h = torch.zeros(c.num_layers, batch_size, c.num_hiddens, device=device)
-        return (h, torch.zeros_like(h)) if c.arch == "lstm" else h
+        h = torch.zeros(c.num_layers, batch_size, c.num_hiddens, device=device or device_of(self))
+        return (h, torch.zeros_like(h)) if self.cell.memory else h
 
     def layer_states(self, state: State) -> list:
         """Split a (L, B, h) state into one entry per layer: h, or (h, c)."""
-        if self.config.arch == "lstm":
-            return list(zip(state[0].unbind(0), state[1].unbind(0)))
+        if isinstance(state, tuple):
+            return list(zip(*(s.unbind(0) for s in state)))
         return list(state.unbind(0))
 
     def stack_states(self, states: list) -> State:
-        if self.config.arch == "lstm":
-            return torch.stack([h for h, _ in states]), torch.stack([c for _, c in states])
+        if isinstance(states[0], tuple):
+            return tuple(torch.stack(s) for s in zip(*states))
         return torch.stack(states)
+
+    def inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """What the first layer reads: the ids themselves (one-hot, which the cells read as rows of W_x),
+        or their embeddings."""
+        return self.embedding(ids) if self.config.embedding else ids
 
     def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits (B, T, V) for token ids `idx` (B, T), and the state after the last step."""
         c = self.config
-        B, T = idx.shape
-        states = self.layer_states(self.init_state(B, idx.device) if state is None else state)
-        X = idx.t()                                             # (T, B): time-major for the recurrence
-        for layer in range(c.num_layers):
-            W_x, b_x, W_h, b_hn = self.layer_weights(layer)
-            if layer == 0:
-                XW = kernels.Lookup(X, W_x + b_x)               # one-hot @ W_x is a row lookup, done in place
-            else:
-                XW = torch.addmm(b_x, H.reshape(T * B, -1), W_x).view(T, B, -1)
+        states = self.layer_states(self.init_state(idx.shape[0], idx.device) if state is None else state)
+        X = self.inputs(idx.t())                                  # (T, B) ids or (T, B, E): time-major
+        for index in range(c.num_layers):
+            layer = self.layer(index)
             if self.training and c.weight_drop:
-                W_h = F.dropout(W_h, c.weight_drop)
-            H, states[layer] = kernels.recurrence(c.cell, XW, W_h, states[layer], b_hn)  # H: (T, B, h)
-            H = F.dropout(H, c.dropout, self.training)
-        W_q, b_q = self.head_weights()
-        logits = torch.addmm(b_q, H.reshape(T * B, -1), W_q).view(T, B, -1)
-        return logits.transpose(0, 1), self.stack_states(states)
+                layer = layer.replace(W_h=F.dropout(layer.params["W_h"], c.weight_drop))
+            X, states[index] = backends.run(layer, X, states[index], self.backend)   # X: (T, B, h)
+            X = F.dropout(X, c.dropout, self.training)
+        return self.head(X).transpose(0, 1), self.stack_states(states)
 
 
 def device_of(model: nn.Module) -> torch.device:

@@ -98,12 +98,16 @@ class NGramLM(nn.Module):
         self.levels = nn.ModuleList(Level(c, n) for c, n in zip(config.contexts, config.ngrams))
         self.register_buffer("discounts", torch.zeros(config.order, 3, dtype=torch.float64))  # D1, D2, D3+
 
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """No history yet: (1, B, order - 1) of -1, which matches no context."""
+        return torch.full((1, batch_size, self.config.order - 1), -1, dtype=torch.long, device=device)
+
     def forward(self, idx: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Log p(next token | history) for every position; the result does not depend on how text is cut."""
         n, V = self.config.order, self.config.vocab_size
         B, T = idx.shape
         if state is None:
-            state = idx.new_full((1, B, n - 1), -1)
+            state = self.init_state(B, idx.device)
         x = torch.cat([state[0], idx], dim=1)                     # (B, n-1+T): history, then the new tokens
         keys, key = [], idx.new_zeros(B * T)                      # the empty context is key 0
         seen = torch.ones(B * T, dtype=torch.bool, device=idx.device)
