@@ -30,6 +30,7 @@ repetitions; a ratio is the median of the per-round ratios ours / book.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -239,12 +240,17 @@ def chosen(model, batch_size: int, num_steps: int, train: bool) -> str:
 
 def train_speed(name: str, ours, net, book_data, tokenizer: Tokenizer, batch_size: int, s: Settings,
                 device: torch.device, reps: int) -> dict:
-    """Tokens/s of one training epoch: the book's `train_epoch_ch8` and our Trainer, taking turns."""
+    """Tokens/s of one training epoch: the book's `train_epoch_ch8` and our Trainer, taking turns; on a GPU
+    also our Trainer replaying its step as one CUDA graph (on a copy of the same weights)."""
     recipe = recipe_for("book", name, batch_size=batch_size, num_steps=s.num_steps, train_tokens=0,
                         epochs=NEVER, eval_every=NEVER)
     ids = torch.tensor(book_data.corpus)
-    trainer = Trainer(ours, Splits(ids, ids[:2], ids[:2]), recipe, tokenizer, name, device=device)
-    epochs = trainer.run()
+    sides = {"ours": ours}
+    if device.type == "cuda":
+        sides["graph"] = copy.deepcopy(ours)
+    trainers = {side: Trainer(model, Splits(ids, ids[:2], ids[:2]), replace(recipe, cuda_graph=side == "graph"),
+                              tokenizer, name, device=device) for side, model in sides.items()}
+    epochs = {side: trainer.run() for side, trainer in trainers.items()}
     loss, updater = nn.CrossEntropyLoss(), book_updater(net, recipe.lr)   # as d2l.train_ch8 sets them up
     random.seed(0)                                                        # the book's epoch offsets
 
@@ -253,15 +259,22 @@ def train_speed(name: str, ours, net, book_data, tokenizer: Tokenizer, batch_siz
         _, seconds = timed(lambda: d2l.train_epoch_ch8(net, batches, loss, updater, device, False), device)
         return batches.tokens / seconds
 
-    def ours_epoch():
-        before = trainer.step
-        _, seconds = timed(lambda: next(epochs), device)
-        return (trainer.step - before) * batch_size * s.num_steps / seconds
+    def our_epoch(side):
+        def run():
+            before = trainers[side].step
+            _, seconds = timed(lambda: next(epochs[side]), device)
+            return (trainers[side].step - before) * batch_size * s.num_steps / seconds
+        return run
 
-    rates = alternate({"book": book_epoch, "ours": ours_epoch}, reps, s.warmup)
-    epochs.close()
-    return {**compare(rates["book"], rates["ours"]), "flops_per_token": flops_per_token(ours),
-            "backend": chosen(ours, batch_size, s.num_steps, train=True)}
+    rates = alternate({"book": book_epoch, **{side: our_epoch(side) for side in sides}}, reps, s.warmup)
+    for run in epochs.values():
+        run.close()
+    result = {**compare(rates["book"], rates["ours"]), "flops_per_token": flops_per_token(ours),
+              "backend": chosen(ours, batch_size, s.num_steps, train=True)}
+    if "graph" in rates:
+        graphed = compare(rates["book"], rates["graph"])
+        result.update(graph=graphed["ours"], ratio_graph=graphed["ratio"], graph_samples=rates["graph"])
+    return result
 
 
 def sample_speed(ours, net, tokenizer: Tokenizer, vocab, s: Settings, device: torch.device) -> dict:
@@ -339,16 +352,18 @@ def eval_speed(ours, net, ids: list[int], s: Settings, device: torch.device) -> 
     return result
 
 
-def time_to_quality(name: str, corpus, s: Settings, device: torch.device) -> dict:
+def time_to_quality(name: str, corpus, s: Settings, device: torch.device, graph: bool = False) -> dict:
     """Seconds (validation included) until our modern recipe's validation perplexity goes below QUALITY."""
-    recipe = recipe_for("modern", name, time_budget=s.budget, **s.ttq_overrides)
+    recipe = recipe_for("modern", name, time_budget=s.budget, cuda_graph=graph, **s.ttq_overrides)
     torch.manual_seed(recipe.seed)
     model = create_model(name, vocab_size=len(corpus.tokenizer), num_hiddens=s.hidden, dropout=recipe.dropout,
                          weight_drop=recipe.weight_drop)
     trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, name, device=device)
-    reached, best, speeds = None, math.inf, []
+    reached, best, speeds, training, step = None, math.inf, [], 0.0, 0
     for log in trainer.run():
         speeds.append(log.tokens_per_sec)
+        training += (log.step - step) * recipe.batch_size * recipe.num_steps / log.tokens_per_sec
+        step = log.step
         if log.valid_perplexity is not None:
             best = min(best, log.valid_perplexity)
             if log.valid_perplexity < QUALITY:
@@ -357,7 +372,8 @@ def time_to_quality(name: str, corpus, s: Settings, device: torch.device) -> dic
     stop = ("reached" if reached is not None else "budget" if trainer.elapsed >= s.budget
             else "patience" if trainer.stopped_early else "epochs")
     return {"seconds": reached, "stop": stop, "budget": s.budget, "elapsed": trainer.elapsed,
-            "best_valid_perplexity": best, "epochs": trainer.epoch, "tokens_per_sec": statistics.median(speeds)}
+            "training_seconds": training, "best_valid_perplexity": best, "epochs": trainer.epoch,
+            "tokens_per_sec": statistics.median(speeds), "graph": graph}
 
 
 # ---------------------------------------------------------------------------- tables
@@ -394,12 +410,14 @@ def report(results: dict) -> str:
     for part, title in (("train", "training, the book's recipe (tokens/s)"),
                         ("large_batch", f"training at batch {results['settings']['large_batch']} (tokens/s)")):
         if results.get(part):
+            graphs = any("graph" in r for r in results[part].values())
             out.append(table(title, ["model", "book", "ours", "ratio", "range", "target", "MFU book", "MFU ours",
-                                     "backend"], [
+                                     "backend"] + (["ours, CUDA graph", "ratio"] if graphs else []), [
                 [n + (f" (vs the book's {BOOK_TWIN[n]})" if n in BOOK_TWIN else ""), k(r["book"]), k(r["ours"]),
                  f"{r['ratio']:.2f}x", f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
                  verdict(r["ratio"], TRAIN_TARGETS[n] if cpu and part == "train" else None),
-                 f"{r['book_mfu']:.1%}", f"{r['ours_mfu']:.1%}", r["backend"]] for n, r in results[part].items()]))
+                 f"{r['book_mfu']:.1%}", f"{r['ours_mfu']:.1%}", r["backend"]]
+                + ([k(r["graph"]), f"{r['ratio_graph']:.2f}x"] if graphs else []) for n, r in results[part].items()]))
     if results.get("generate"):
         short, long = next(iter(results["generate"].values()))["lengths"]
         out.append(table(f"greedy generation after a {len(PROMPT)}-character prompt (characters/s)",
@@ -436,14 +454,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=MODELS, default=MODELS, metavar="NAME",
                    help=f"models to measure (default: all: {' '.join(MODELS)})")
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=None,
-                   help="parts to run (default: train generate evaluate, plus large-batch on cuda)")
+    p.add_argument("--parts", nargs="*", choices=PARTS, default=None,
+                   help="parts to run (default: train generate evaluate, plus large-batch on cuda; none: only "
+                        "--time-to-quality)")
     p.add_argument("--time-to-quality", action="store_true",
                    help=f"also time our modern recipe to validation perplexity < {QUALITY}")
     p.add_argument("--ttq-models", nargs="+", choices=MODELS, metavar="NAME",
                    help="models for --time-to-quality (default: --models)")
     p.add_argument("--budget", type=float, default=Settings.budget, help="seconds per model for time to quality")
+    p.add_argument("--ttq-graph", action="store_true", help="time to quality with the step as one CUDA graph")
     p.add_argument("--reps", type=int, default=Settings.reps, help="training epochs per side that count")
+    p.add_argument("--fast", action="store_true", help="fewer warm-ups and repetitions of every part")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backend", choices=backends.NAMES, default="auto",
                    help="what runs our recurrent layers (default: auto, the fastest here, measured once)")
@@ -460,7 +481,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.parts is None:
         args.parts = PARTS if args.smoke else PARTS[:3] + (["large-batch"] if device.type == "cuda" else [])
     args.parts = [part for part in PARTS if part in args.parts]   # training first: the others use its weights
-    args.time_to_quality |= args.smoke or bool(args.ttq_models)
+    args.time_to_quality |= args.smoke or bool(args.ttq_models) or args.ttq_graph
     return args
 
 
@@ -468,6 +489,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
     s = SMOKE if args.smoke else replace(Settings(), reps=args.reps, budget=args.budget, threads=args.threads)
+    if args.fast:
+        s = replace(s, warmup=1, gen_reps=3, eval_reps=2, large_reps=3)
     if s.threads:
         torch.set_num_threads(s.threads)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
@@ -484,7 +507,7 @@ def main(argv=None) -> dict:
     tokenizer = Tokenizer("book", vocab.idx_to_token)   # the book's vocabulary, in its order
     V = len(vocab)
     whole, _ = d2l.load_corpus_time_machine(s.eval_tokens)
-    for name in args.models:
+    for name in args.models if args.parts else []:
         ours, net, spent = *pair(name, V, s.hidden, device, args.backend), {}
         for part in (p for p in args.parts if p == "train" or name not in BOOK_TWIN):
             started = time.perf_counter()
@@ -510,7 +533,8 @@ def main(argv=None) -> dict:
             parts = corpus.splits.train, corpus.splits.valid, corpus.splits.test
             corpus = replace(corpus, splits=Splits(*(ids[:s.ttq_tokens] for ids in parts)))
         for name in args.ttq_models or args.models:
-            results.setdefault("time_to_quality", {})[name] = time_to_quality(name, corpus, s, device)
+            results.setdefault("time_to_quality", {})[name] = time_to_quality(name, corpus, s, device,
+                                                                             args.ttq_graph)
     m = results["machine"]
     m.update(load_average_end=os.getloadavg(), matmul_end=matmul_throughput(device, s))
     m["peak_gflops"] = max(m["matmul_start"]["large_gflops"], m["matmul_end"]["large_gflops"])

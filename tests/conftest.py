@@ -1,14 +1,27 @@
-"""Shared test setup: the corpus from ../shared, no Hub telemetry, small models."""
+"""Shared test setup: the corpus from ../shared, no Hub telemetry, small models, the device to test on."""
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "data" / "timemachine.txt"
+CORPUS = Path(os.environ.get("ZOO_DATA") or ROOT.parent / "shared" / "data" / "timemachine.txt")
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("ZOO_DATA", str(CORPUS))
+# ZOO_TEST_DEVICE=cuda runs the model, training, generation and evaluation tests on a GPU (scripts/check_gpu.py).
+DEVICE = torch.device(os.environ.get("ZOO_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda":   # the equality tests compare full float32, which TF32 matmuls are not
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """Where the device-aware tests run their models: $ZOO_TEST_DEVICE, else the CPU."""
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail("ZOO_TEST_DEVICE=cuda, but no CUDA device is available")
+    return DEVICE
 
 
 @pytest.fixture(scope="session")

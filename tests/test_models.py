@@ -19,9 +19,9 @@ from zoo.train import Trainer, lm_loss
 NEURAL = [n for n in list_models() if isinstance(create_model(n, num_hiddens=4), RecurrentLM)]
 
 
-def batch(seed=0, B=3, T=11, V=28):
+def batch(seed=0, B=3, T=11, V=28, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, V, (B, T), generator=g), torch.randint(0, V, (B, T), generator=g)
+    return torch.randint(0, V, (B, T), generator=g).to(device), torch.randint(0, V, (B, T), generator=g).to(device)
 
 
 def random_state(model, B, seed=1):
@@ -41,38 +41,38 @@ def test_registry_has_the_books_models():
 
 
 @pytest.mark.parametrize("name", NEURAL)
-def test_shapes_and_state(name):
-    model = create_model(name, num_hiddens=16)
-    X, _ = batch()
+def test_shapes_and_state(name, device):
+    model = create_model(name, num_hiddens=16).to(device)
+    X, _ = batch(device=device)
     logits, state = model(X)
     assert logits.shape == (3, 11, 28)
     assert all(h.shape == (model.config.num_layers, 3, 16) for h in states(state))
 
 
 @pytest.mark.parametrize("name", NEURAL)
-def test_initial_loss_is_log_vocab(name):
+def test_initial_loss_is_log_vocab(name, device):
     torch.manual_seed(0)
-    model = create_model(name)
-    X, Y = batch(B=8, T=35)
+    model = create_model(name).to(device)
+    X, Y = batch(B=8, T=35, device=device)
     assert lm_loss(model(X)[0], Y).item() == pytest.approx(math.log(28), abs=0.05)
 
 
 @pytest.mark.parametrize("name", NEURAL)
-def test_every_parameter_gets_a_gradient(name):
+def test_every_parameter_gets_a_gradient(name, device):
     torch.manual_seed(0)
-    model = create_model(name, num_hiddens=16, init="uniform")
-    X, Y = batch()
+    model = create_model(name, num_hiddens=16, init="uniform").to(device)
+    X, Y = batch(device=device)
     lm_loss(model(X, random_state(model, 3))[0], Y).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("name", NEURAL)
-def test_a_few_steps_lower_the_loss(name, corpus):
+def test_a_few_steps_lower_the_loss(name, corpus, device):
     torch.manual_seed(0)
-    model = create_model(name, num_hiddens=64)
+    model = create_model(name, num_hiddens=64).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    ids = corpus.splits.train[:32 * 36].view(32, 36)
+    ids = corpus.splits.train[:32 * 36].view(32, 36).to(device)
     X, Y = ids[:, :-1], ids[:, 1:]
     losses = []
     for _ in range(15):
@@ -93,11 +93,11 @@ def forward_and_grads(model, backend, X, Y, state):
 
 @pytest.mark.parametrize("name", NEURAL)
 @pytest.mark.parametrize("embedding", [0, 5])
-def test_every_backend_computes_the_cells_own_step(name, embedding):
+def test_every_backend_computes_the_cells_own_step(name, embedding, device):
     """The whole model, forced onto each backend that may run it, against its cells' own step."""
     torch.manual_seed(0)
-    model = create_model(name, num_hiddens=12, init="uniform", embedding=embedding)
-    X, Y = batch()
+    model = create_model(name, num_hiddens=12, init="uniform", embedding=embedding).to(device)
+    X, Y = batch(device=device)
     state = random_state(model, 3)
     layer = model.layer(0)
     names = backends.candidates(layer, model.inputs(X.t()))
@@ -113,12 +113,12 @@ def test_every_backend_computes_the_cells_own_step(name, embedding):
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
-def test_scratch_and_concise_convert_exactly(name):
+def test_scratch_and_concise_convert_exactly(name, device):
     torch.manual_seed(0)
-    model = create_model(name, num_hiddens=32, init="uniform").eval()
+    model = create_model(name, num_hiddens=32, init="uniform").to(device).eval()
     other = convert(model)
     back = convert(other)
-    X, _ = batch()
+    X, _ = batch(device=device)
     for m in (other, back):
         torch.testing.assert_close(m.use_backend("step")(X)[0], model.use_backend("step")(X)[0], atol=1e-5, rtol=0)
     assert type(back) is type(model) and back.config == model.config
@@ -130,9 +130,9 @@ def test_the_books_gru_does_not_convert():
 
 
 @pytest.mark.parametrize("name", ["rnn-scratch", "rnn", "gru-scratch", "gru"])
-def test_num_layers_works_for_every_architecture(name):
-    model = create_model(name, num_hiddens=8, num_layers=3)
-    X, _ = batch()
+def test_num_layers_works_for_every_architecture(name, device):
+    model = create_model(name, num_hiddens=8, num_layers=3).to(device)
+    X, _ = batch(device=device)
     assert model(X)[0].shape == (3, 11, 28)
 
 
@@ -159,8 +159,8 @@ def test_book_init_for_scratch_models():
 
 
 @pytest.mark.parametrize("name", ["gru", "gru-scratch", "lstm", "deep-lstm-scratch"])
-def test_gate_activations_per_character(name):
-    model = create_model(name, num_hiddens=8)
+def test_gate_activations_per_character(name, device):
+    model = create_model(name, num_hiddens=8).to(device)
     gates = gate_activations(model, torch.arange(13) % 28)
     assert set(gates) == ({"reset", "update"} if "gru" in name else {"input", "forget", "output"})
     assert all(g.shape == (model.config.num_layers, 13, 8) for g in gates.values())
@@ -169,9 +169,9 @@ def test_gate_activations_per_character(name):
         gate_activations(create_model("rnn", num_hiddens=4), torch.arange(3))
 
 
-def test_gates_of_a_concise_model_are_those_of_its_scratch_twin():
+def test_gates_of_a_concise_model_are_those_of_its_scratch_twin(device):
     torch.manual_seed(0)
-    model = create_model("deep-lstm", num_hiddens=8, init="uniform")
+    model = create_model("deep-lstm", num_hiddens=8, init="uniform").to(device)
     ids = torch.arange(9) % 28
     for name, values in gate_activations(model, ids).items():
         torch.testing.assert_close(values, gate_activations(convert(model), ids)[name])
@@ -204,7 +204,7 @@ def registered(monkeypatch):
     return register_model
 
 
-def test_a_readers_own_cell_trains_samples_scores_and_shows_its_gates(registered, small_corpus, tmp_path):
+def test_a_readers_own_cell_trains_samples_scores_and_shows_its_gates(registered, small_corpus, tmp_path, device):
     @registered
     def my_peephole_lstm(**config):
         """An LSTM with peephole connections."""
@@ -215,7 +215,7 @@ def test_a_readers_own_cell_trains_samples_scores_and_shows_its_gates(registered
     assert backends.candidates(model.layer(0), torch.zeros(1, 1, dtype=torch.long)) == ["step"]
     recipe = recipe_for("modern", "my-peephole-lstm", epochs=3, batch_size=8, num_steps=20, warmup_steps=2,
                         patience=0, ema=0.0)
-    trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, "my-peephole-lstm", tmp_path / "run")
+    trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, "my-peephole-lstm", tmp_path / "run", device)
     logs = list(trainer.run())
     assert logs[-1].train_perplexity < logs[0].train_perplexity
     assert model.cells[0].w_c.abs().sum() > 0                      # the peepholes were trained
@@ -227,11 +227,12 @@ def test_a_readers_own_cell_trains_samples_scores_and_shows_its_gates(registered
 
     from zoo.checkpoint import load_model, save_model
     save_model(tmp_path / "folder", "my-peephole-lstm", model, corpus.tokenizer)
-    again = load_model(tmp_path / "folder")
-    torch.testing.assert_close(again.model(corpus.splits.valid[None, :50])[0], model.eval()(corpus.splits.valid[None, :50])[0])
+    again = load_model(tmp_path / "folder", device)
+    ids = corpus.splits.valid[None, :50].to(device)
+    torch.testing.assert_close(again.model(ids)[0], model.eval()(ids)[0])
 
 
-def test_training_follows_an_edited_step(monkeypatch, caplog):
+def test_training_follows_an_edited_step(monkeypatch, caplog, device):
     """Edit LSTMCell.step as the book's exercise asks (no forget gate): the model computes the new step,
     on every backend setting, and the accelerators proven for the old one are refused."""
     def step_without_forget_gate(self, XW, state):
@@ -241,8 +242,8 @@ def test_training_follows_an_edited_step(monkeypatch, caplog):
         return (torch.sigmoid(o) * torch.tanh(C), C), {}
 
     torch.manual_seed(0)
-    model = create_model("lstm", num_hiddens=16, init="uniform")
-    X, Y = batch()
+    model = create_model("lstm", num_hiddens=16, init="uniform").to(device)
+    X, Y = batch(device=device)
     before = model(X)[0].detach()
     monkeypatch.setattr(LSTMCell, "step", step_without_forget_gate)
     backends._say_once.cache_clear()

@@ -14,23 +14,23 @@ from zoo.train import Trainer, TrainingError
 SMALL = dict(train_tokens=3000, batch_size=8, num_steps=20, checkpoint_every=0)
 
 
-def make(corpus, name="lstm", recipe="modern", run_dir=None, hidden=24, **overrides):
+def make(corpus, name="lstm", recipe="modern", run_dir=None, hidden=24, device="cpu", **overrides):
     r = recipe_for(recipe, name, **{**SMALL, **overrides})
     torch.manual_seed(r.seed)
     model = create_model(name, num_hiddens=hidden, dropout=r.dropout, weight_drop=r.weight_drop)
-    return Trainer(model, corpus.splits, r, corpus.tokenizer, name, run_dir)
+    return Trainer(model, corpus.splits, r, corpus.tokenizer, name, run_dir, device)
 
 
-def test_book_recipe_learns(corpus):
-    trainer = make(corpus, "rnn-scratch", "book", hidden=64, epochs=6)
+def test_book_recipe_learns(corpus, device):
+    trainer = make(corpus, "rnn-scratch", "book", hidden=64, epochs=6, device=device)
     logs = list(trainer.run())
     assert [l.epoch for l in logs] == [1, 2, 3, 4, 5, 6]
     assert logs[-1].train_perplexity < logs[0].train_perplexity - 3
     assert all(l.valid_perplexity and l.tokens_per_sec > 0 for l in logs)
 
 
-def test_finish_keeps_the_best_validation_weights(corpus):
-    trainer = make(corpus, epochs=4, ema=0.0)
+def test_finish_keeps_the_best_validation_weights(corpus, device):
+    trainer = make(corpus, epochs=4, ema=0.0, device=device)
     logs = list(trainer.run())
     metrics = trainer.finish()
     best = min(l.valid_perplexity for l in logs)
@@ -39,15 +39,15 @@ def test_finish_keeps_the_best_validation_weights(corpus):
     assert metrics["test_perplexity"] < 28 and metrics["parameters"] > 0
 
 
-def test_resume_ends_with_the_same_weights(corpus, tmp_path):
+def test_resume_ends_with_the_same_weights(corpus, tmp_path, device):
     """Interrupt after 2 of 5 epochs, resume from the checkpoint: bit-identical to an uninterrupted run."""
-    straight = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "a")
+    straight = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "a", device=device)
     list(straight.run())
-    interrupted = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "b")
+    interrupted = make(corpus, "deep-lstm-scratch", epochs=5, run_dir=tmp_path / "b", device=device)
     for log in interrupted.run():
         if log.epoch == 2:
             break                                   # as if killed right after the epoch-2 checkpoint
-    resumed = Trainer.resume(tmp_path / "b", corpus.splits)
+    resumed = Trainer.resume(tmp_path / "b", corpus.splits, device)
     assert resumed.epoch == 2
     list(resumed.run())
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -120,3 +120,40 @@ def test_fit_writes_the_model_folder(corpus, tmp_path):
     assert loaded.info["metrics"]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
     test = score(loaded.model, corpus.splits.test).perplexity
     assert math.isclose(test, metrics["test_perplexity"], rel_tol=1e-5)
+
+
+def test_the_moving_average_starts_at_the_first_step_then_lerps(corpus, device):
+    trainer = make(corpus, "gru", epochs=1, ema=0.9, device=device)
+    weights = []
+    original = trainer.optimizer.step
+
+    def step_and_remember():
+        original()
+        weights.append([p.detach().clone() for p in trainer.model.parameters()])
+    trainer.optimizer.step = step_and_remember
+    list(trainer.run())
+    expected = weights[0]
+    for w in weights[1:]:
+        expected = [e + 0.1 * (x - e) for e, x in zip(expected, w)]
+    for got, want in zip(trainer.averaged.parameters(), expected):
+        torch.testing.assert_close(got, want)
+    assert trainer.averaged_steps == len(weights) and trainer.eval_model is trainer.averaged
+
+
+def test_only_an_optimizer_step_that_replays_as_recorded_is_graphed():
+    """A CUDA graph replays the optimizer's step as it was recorded: its learning rate must be a tensor it
+    reads, and AdamW must keep its step counts on the device (capturable). Checked without a GPU."""
+    from zoo.graphs import GraphedStep
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    lr = torch.tensor(0.1)
+    assert GraphedStep.supports(torch.optim.SGD(params, lr=lr))
+    assert GraphedStep.supports(torch.optim.AdamW(params, lr=lr, capturable=True))
+    assert not GraphedStep.supports(torch.optim.AdamW(params, lr=lr))              # its step count on the host
+    assert not GraphedStep.supports(torch.optim.SGD(params, lr=0.1))               # a float lr is baked in
+    assert not GraphedStep.possible(torch.device("cpu"), 1) and not GraphedStep.possible(torch.device("cuda"), 2)
+
+
+def test_a_graph_asked_for_on_the_cpu_trains_eagerly(corpus):
+    trainer = make(corpus, "lstm", epochs=1, cuda_graph=True)
+    assert trainer.run_step == trainer.train_step and not torch.is_tensor(trainer.optimizer.param_groups[0]["lr"])
+    assert list(trainer.run())[-1].train_perplexity < 28

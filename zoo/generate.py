@@ -1,19 +1,23 @@
 """Text from a model: greedy (the book's `predict_ch8`), temperature, top-k and top-p sampling.
 
 The prefix is read once and generation then feeds one token at a time, carrying the state, so the cost is
-linear in the length (makemore reruns the whole prefix at every step: quadratic for an RNN). Two samplers
+linear in the length (makemore reruns the whole prefix at every step: quadratic for an RNN). Three samplers
 run that loop, chosen like the layers' backends (zoo/backends.py):
 
     loop    the model's own forward, one token at a time (every layer on its backend): runs any model
+    graph   the loop's step recorded once as a CUDA graph and replayed per token: the same kernels without
+            the launch overhead that a GPU otherwise waits on at every token (CUDA, any recurrent model)
     kernel  zoo.kernels.sample_loop, the whole loop in one C++ call (CPU, float32), for models whose
             every cell the kernels were proven equal to; it reads a short prefix itself
 
-Both draw the same uniform numbers and choose by the same rule (`pick`), so they give the same text for
+All draw the same uniform numbers and choose by the same rule (`pick`), so they give the same text for
 the same seed wherever their arithmetic agrees.
 """
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +28,7 @@ from zoo.models.base import RecurrentLM, device_of
 
 MAX_LENGTH = 100_000
 PREFIX_IN_LOOP = 256   # tokens; the kernel sampler reads longer prefixes in one forward pass first
-SAMPLERS = ("loop", "kernel")
+
 
 
 @dataclass
@@ -73,28 +77,36 @@ def generate_ids(model, prefix_ids: torch.Tensor, length: int, temperature: floa
     was_training = model.training
     model.eval()
     prefix_ids = prefix_ids.to(device_of(model))
-    sample = _kernel_sampler if sampler_for(model, num_samples, generator) == "kernel" else _loop_sampler
+    sample = SAMPLERS[sampler_for(model, num_samples, generator)]
     new = sample(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator)
     model.train(was_training)
     return torch.cat([prefix_ids.expand(num_samples, -1), new.to(prefix_ids.device)], dim=1)
 
 
 def sampler_for(model, num_samples: int, generator: torch.Generator | None) -> str:
-    """"kernel" where it may run the model and is not ruled out by the model's backend setting (measured
-    against the loop when "auto"), else "loop"."""
-    if not (isinstance(model, RecurrentLM) and model.backend in ("auto", "kernel") and _kernel_can_run(model, generator)):
-        return "loop"
-    if model.backend == "kernel":
-        return "kernel"
-    key = (f"sampler {model.cell.__qualname__} infer {backends.device_name(model.layer(0).params['W_h'])} "
-           f"L{model.config.num_layers} B{backends._bucket(num_samples)} h{model.config.num_hiddens} "
-           f"V{model.config.vocab_size} [loop kernel]")
-    prefix = torch.zeros(8, dtype=torch.long)
+    """The sampler for this model, batch and generator: "kernel" where it may run the model and the model's
+    backend setting allows it (auto or kernel), "graph" on a GPU, else "loop"; with several, the fastest here
+    by measurement."""
+    names = ["loop"]
+    if isinstance(model, RecurrentLM):
+        if model.backend in ("auto", "kernel") and _kernel_can_run(model, generator):
+            if model.backend == "kernel":
+                return "kernel"
+            names.append("kernel")
+        if device_of(model).type == "cuda":
+            names.append("graph")
+    if len(names) == 1:
+        return names[0]
+    device = device_of(model)
+    where = backends.device_name(model.layer(0).params["W_h"])
+    key = (f"sampler {model.cell.__qualname__} {model.backend} infer {where} L{model.config.num_layers}"
+           f"  B{backends._bucket(num_samples)} h{model.config.num_hiddens} V{model.config.vocab_size}"
+           f" [{' '.join(names)}]")
+    prefix = torch.zeros(8, dtype=torch.long, device=device)
 
     def timing(sampler):
-        return lambda: backends.timed(lambda: sampler(model, prefix, 32, 0.0, 0, 1.0, num_samples, None),
-                                      torch.device("cpu"))
-    return backends.fastest(key, {"loop": timing(_loop_sampler), "kernel": timing(_kernel_sampler)})
+        return lambda: backends.timed(lambda: sampler(model, prefix, 32, 0.0, 0, 1.0, num_samples, None), device)
+    return backends.fastest(key, {name: timing(SAMPLERS[name]) for name in names})
 
 
 def _kernel_can_run(model: RecurrentLM, generator) -> bool:
@@ -120,6 +132,72 @@ def _loop_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samp
     return torch.stack(out, dim=1) if out else token.new_empty(num_samples, 0)
 
 
+def _graph_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator) -> torch.Tensor:
+    """The loop, with its step (the model's forward on one token and `pick`) replayed from a CUDA graph."""
+    state = model(prefix_ids[None, :-1])[1] if len(prefix_ids) > 1 else model.init_state(1)
+    U = torch.rand(length, num_samples, generator=generator, device=prefix_ids.device) if temperature > 0 else None
+    out = prefix_ids.new_empty(num_samples, length)
+    step = _captured_step(model, num_samples, temperature, top_k, top_p)
+    with step.lock:                       # one generation at a time through its static buffers
+        step.start(expand_state(state, num_samples), prefix_ids[-1])
+        for t in range(length):
+            if U is not None:
+                step.u.copy_(U[t])
+            step.graph.replay()
+            out[:, t].copy_(step.token)
+    return out
+
+
+class _CapturedStep:
+    """One sampling step of a model recorded as a CUDA graph, over static buffers: the token and the state
+    in, then the next token and the new state written back over them, so replays chain."""
+
+    def __init__(self, model, num_samples: int, temperature: float, top_k: int, top_p: float):
+        device = device_of(model)
+        self.lock = threading.Lock()
+        self.token = torch.zeros(num_samples, dtype=torch.long, device=device)
+        self.u = torch.zeros(num_samples, device=device)
+        self.state = model.init_state(num_samples)
+
+        def step():
+            logits, state = model(self.token[:, None], self.state)
+            token = pick(logits[:, -1].float(), temperature, top_k, top_p, self.u if temperature > 0 else None)
+            for static, new in zip(_tensors(self.state), _tensors(state)):
+                static.copy_(new)
+            self.token.copy_(token)
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):   # warm up off the default stream: lazy initialisation, backend choices
+            step()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            step()
+
+    def start(self, state, token: torch.Tensor) -> None:
+        for static, value in zip(_tensors(self.state), _tensors(state)):
+            static.copy_(value)
+        self.token.fill_(int(token))
+
+
+_captured: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _captured_step(model, num_samples: int, temperature: float, top_k: int, top_p: float) -> _CapturedStep:
+    """The recorded step for these settings, recorded again if the model's weights moved to new memory."""
+    key = (num_samples, temperature, top_k, top_p, model.backend,
+           tuple(p.data_ptr() for p in model.parameters()))
+    steps = _captured.setdefault(model, {})
+    if key not in steps:
+        steps.clear()                     # settings change rarely; a graph holds its buffers' memory
+        steps[key] = _CapturedStep(model, num_samples, temperature, top_k, top_p)
+    return steps[key]
+
+
+def _tensors(state) -> tuple:
+    return state if isinstance(state, tuple) else (state,)
+
+
 def _kernel_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator) -> torch.Tensor:
     """The whole loop in one C++ call; a short prefix is read in that loop, a long one by a forward pass."""
     in_loop = prefix_ids if len(prefix_ids) <= PREFIX_IN_LOOP else prefix_ids[-1:]
@@ -131,6 +209,9 @@ def _kernel_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_sa
                                  model.layer_states(expand_state(state, num_samples)),
                                  in_loop.expand(num_samples, -1), length, temperature, top_k, top_p, generator)
     return new
+
+
+SAMPLERS = {"loop": _loop_sampler, "graph": _graph_sampler, "kernel": _kernel_sampler}
 
 
 def generate(model, tokenizer: Tokenizer, prefix: str, length: int = 100, temperature: float = 0.0,

@@ -3,9 +3,10 @@
 With B=32 and h=256 a GPU spends most of a training step waiting for Python to launch ~10 small kernels
 per time step; replaying a captured graph removes that. The step is the trainer's own `train_step`
 (forward, loss, backward, clipping, optimizer), recorded once on static buffers; each batch then copies
-its ids and the carried state into those buffers and replays. Only the recipe's constant learning rate,
-SGD or a capturable AdamW, and no weight averaging qualify (`GraphedStep.supports`); anything else keeps
-the eager step, so results never depend on whether a graph was used beyond float rounding.
+its ids and the carried state into those buffers and replays. Every recipe qualifies on one GPU: the
+trainer gives the optimizer its learning rate as a tensor, which it sets before each replay, builds AdamW
+capturable, and averages the weights with in-place lerps. An optimizer that cannot be replayed keeps the
+eager step (`GraphedStep.supports`), so results never depend on whether a graph was used beyond rounding.
 """
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ class GraphedStep:
     """Drop-in for `Trainer.train_step` on CUDA: eager for the first batches, then capture and replay."""
 
     @staticmethod
-    def supports(trainer) -> bool:
-        r = trainer.recipe
-        return (trainer.device.type == "cuda" and trainer.world == 1 and not r.ema
-                and r.schedule == "constant" and r.warmup_steps == 0)
+    def possible(device: torch.device, world: int) -> bool:
+        """One process on a GPU: where a graph can be captured at all."""
+        return device.type == "cuda" and world == 1
+
+    @staticmethod
+    def supports(optimizer: torch.optim.Optimizer) -> bool:
+        """Whether replaying a recorded `optimizer.step()` does what calling it does: SGD, or an AdamW that
+        keeps its step counts on the GPU (capturable), each reading a tensor learning rate."""
+        group = optimizer.defaults
+        return (isinstance(optimizer, torch.optim.SGD) or group.get("capturable", False)) and all(
+            torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
 
     def __init__(self, trainer):
         self.trainer = trainer

@@ -14,6 +14,7 @@ with batch B computes; rank 0 alone writes checkpoints.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -25,7 +26,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from zoo import checkpoint as ckpt
 from zoo.data import BATCHINGS, Splits, Tokenizer, num_batches
@@ -98,13 +98,18 @@ class Trainer:
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # A CUDA graph replays the optimizer step as recorded: the learning rate must then be a tensor it reads
+        # (set before each replay), and AdamW must keep its step counts on the GPU (capturable).
+        graphed = recipe.cuda_graph and GraphedStep.possible(self.device, self.world)
+        lr = torch.tensor(recipe.lr, device=self.device) if graphed else recipe.lr
         if recipe.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+            self.optimizer = torch.optim.SGD(params, lr=lr, weight_decay=recipe.weight_decay)
         else:
-            self.optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-        self.run_step = GraphedStep(self) if recipe.cuda_graph and GraphedStep.supports(self) else self.train_step
-        self.averaged = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema))
-                         if recipe.ema else None)
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay, capturable=graphed)
+        self.run_step = GraphedStep(self) if graphed and GraphedStep.supports(self.optimizer) else self.train_step
+        # the moving average of the weights, updated in place after every step (so a CUDA graph can hold it)
+        self.averaged = copy.deepcopy(self.model).requires_grad_(False) if recipe.ema else None
+        self.averaged_steps = 0
         self.batches = torch.Generator().manual_seed(recipe.seed)   # batch order and offsets
         torch.manual_seed(recipe.seed)                                # dropout masks
         self.total_steps = recipe.epochs * num_batches(len(self.train_ids), recipe.batch_size, recipe.num_steps)
@@ -116,7 +121,7 @@ class Trainer:
     @property
     def eval_model(self) -> torch.nn.Module:
         """The weights that are validated and kept: the moving average when the recipe keeps one."""
-        return self.averaged.module if self.averaged is not None else self.model
+        return self.averaged if self.averaged is not None else self.model
 
     # ------------------------------------------------------------------------ training
 
@@ -133,8 +138,18 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip, foreach=True)
         self.optimizer.step()
         if self.averaged is not None:
-            self.averaged.update_parameters(self.model)
+            self._update_average()
         return loss.detach(), state
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """EMA: the first step's weights, then average <- average + (1 - ema) (weights - average)."""
+        for average, weights in zip(self.averaged.parameters(), self.model.parameters()):
+            if self.averaged_steps == 0:
+                average.copy_(weights)
+            else:
+                average.lerp_(weights, 1 - self.recipe.ema)
+        self.averaged_steps += 1
 
     def run(self) -> Iterator[TrainLog]:
         """Train until the recipe's epochs, patience or time budget run out, yielding progress."""
@@ -150,7 +165,10 @@ class Trainer:
             for i, (X, Y) in enumerate(batching(self.train_ids, r.batch_size, r.num_steps, self.batches)):
                 lr = r.lr_at(self.step, self.total_steps)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    if torch.is_tensor(group["lr"]):
+                        group["lr"].fill_(lr)
+                    else:
+                        group["lr"] = lr
                 X, Y = X[self.rows].to(self.device, non_blocking=True), Y[self.rows].to(self.device, non_blocking=True)
                 if state is not None and r.batching == "sequential":
                     state = detach(state)
@@ -263,13 +281,16 @@ class Trainer:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         tensors["rng.batches"] = self.batches.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":        # dropout masks on a GPU come from its own generator
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {
             "name": self.name, "model": self.model.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
             "recipe": self.recipe.to_dict(), "epoch": self.epoch, "step": self.step,
             "bad_evals": self.bad_evals, "elapsed": self.elapsed,
             "best_valid": self.best_valid if math.isfinite(self.best_valid) else None,
-            "best_epoch": self.best_epoch, "history": self.history,
-            "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
+            "best_epoch": self.best_epoch, "history": self.history, "averaged_steps": self.averaged_steps,
+            "optimizer": {"param_groups": [{**g, "lr": float(g["lr"])} for g in opt["param_groups"]],
+                          "scalars": scalars}}
         ckpt.save_tensors(self.run_dir / STATE_FILE, tensors, metadata={"state": json.dumps(state)})
 
     @classmethod
@@ -287,14 +308,20 @@ class Trainer:
         for key, value in [*part("optim.").items(), *meta["optimizer"]["scalars"].items()]:
             index, name = key.split(".", 1)
             opt["state"].setdefault(int(index), {})[name] = value
+        lrs = [group["lr"] for group in trainer.optimizer.param_groups]
         trainer.optimizer.load_state_dict(opt)
+        for group, lr in zip(trainer.optimizer.param_groups, lrs):
+            if torch.is_tensor(lr):           # a graphed step reads its learning rate from this very tensor
+                group["lr"] = lr.fill_(group["lr"])
         if trainer.averaged is not None:
-            trainer.averaged.load_state_dict(part("averaged."))
+            ckpt.load_state_strict(trainer.averaged, part("averaged."), run_dir / STATE_FILE)
         best = part("best.")
         trainer.best_state = best or None
         trainer.batches.set_state(tensors["rng.batches"])
         torch.set_rng_state(tensors["rng.torch"])
-        for key in ("epoch", "step", "bad_evals", "elapsed", "best_epoch", "history"):
+        if trainer.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+        for key in ("epoch", "step", "bad_evals", "elapsed", "best_epoch", "history", "averaged_steps"):
             setattr(trainer, key, meta[key])
         trainer.best_valid = math.inf if meta["best_valid"] is None else meta["best_valid"]
         return trainer
