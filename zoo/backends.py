@@ -135,8 +135,8 @@ def run_torch(layer: Layer, X: Tensor, state):
     if not X.is_floating_point():
         X = torch.nn.functional.one_hot(X, W_x.shape[0]).to(W_x.dtype)
     memory = layer.cell.memory
-    hx = tuple(s[None] for s in state) if memory else state[None]     # torch wants (layers, B, h)
-    weights = [W_x.t(), W_h.t(), b, b_hh]
+    hx = tuple(s[None].contiguous() for s in state) if memory else state[None].contiguous()   # (layers, B, h)
+    weights = [W_x.t().contiguous(), W_h.t().contiguous(), b, b_hh]    # cuDNN reads them as flat buffers
     out = TORCH[layer.cell](X, hx, weights, True, 1, 0.0, torch.is_grad_enabled(), False, False)
     Hs, *final = out if memory else (out[0], out[1])
     return Hs, (final[0][0], final[1][0]) if memory else final[0][0]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 from dataclasses import dataclass
 
 import torch
 
 from zoo import backends, kernels
 from zoo.data import Tokenizer
+from zoo.graphs import record, recorded, tensors
 from zoo.models.base import RecurrentLM, device_of
 
 MAX_LENGTH = 100_000
@@ -162,40 +162,21 @@ class _CapturedStep:
         def step():
             logits, state = model(self.token[:, None], self.state)
             token = pick(logits[:, -1].float(), temperature, top_k, top_p, self.u if temperature > 0 else None)
-            for static, new in zip(_tensors(self.state), _tensors(state)):
+            for static, new in zip(tensors(self.state), tensors(state)):
                 static.copy_(new)
             self.token.copy_(token)
-        stream = torch.cuda.Stream(device)
-        stream.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(stream):   # warm up off the default stream: lazy initialisation, backend choices
-            step()
-        torch.cuda.current_stream(device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step()
+        self.graph = record(step, device)
 
     def start(self, state, token: torch.Tensor) -> None:
-        for static, value in zip(_tensors(self.state), _tensors(state)):
+        for static, value in zip(tensors(self.state), tensors(state)):
             static.copy_(value)
         self.token.fill_(int(token))
 
 
-_captured: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
 def _captured_step(model, num_samples: int, temperature: float, top_k: int, top_p: float) -> _CapturedStep:
-    """The recorded step for these settings, recorded again if the model's weights moved to new memory."""
-    key = (num_samples, temperature, top_k, top_p, model.backend,
-           tuple(p.data_ptr() for p in model.parameters()))
-    steps = _captured.setdefault(model, {})
-    if key not in steps:
-        steps.clear()                     # settings change rarely; a graph holds its buffers' memory
-        steps[key] = _CapturedStep(model, num_samples, temperature, top_k, top_p)
-    return steps[key]
+    return recorded(model, ("sample", num_samples, temperature, top_k, top_p, model.backend),
+                    lambda: _CapturedStep(model, num_samples, temperature, top_k, top_p))
 
-
-def _tensors(state) -> tuple:
-    return state if isinstance(state, tuple) else (state,)
 
 
 def _kernel_sampler(model, prefix_ids, length, temperature, top_k, top_p, num_samples, generator) -> torch.Tensor:

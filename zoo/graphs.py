@@ -1,4 +1,7 @@
-"""The whole training step captured in one CUDA graph: no kernel launches and no host sync per batch.
+"""Work recorded once as a CUDA graph and replayed: no kernel launches and no host sync per call.
+
+`record` records any function over static tensors (the sampler's step and the scorer's chunk use it);
+`GraphedStep` records the whole training step.
 
 With B=32 and h=256 a GPU spends most of a training step waiting for Python to launch ~10 small kernels
 per time step; replaying a captured graph removes that. The step is the trainer's own `train_step`
@@ -10,9 +13,41 @@ eager step (`GraphedStep.supports`), so results never depend on whether a graph 
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 WARMUP_STEPS = 3   # eager steps on a side stream before capture, so lazy CUDA initialisation happens first
+
+
+def record(fn, device: torch.device) -> torch.cuda.CUDAGraph:
+    """Call `fn` once on a side stream (lazy initialisation, the backends' timings), then record one call of
+    it as a graph; `graph.replay()` then does what `fn()` did, on the same tensors."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+_recorded: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+KEEP = 4   # recordings kept per model: each holds its buffers' memory
+
+
+def recorded(model: torch.nn.Module, key: tuple, build):
+    """What `build()` records for this model and key, kept for the next call; recorded again when the
+    model's weights have moved to other memory (a graph reads them where they were)."""
+    key = (*key, tuple(p.data_ptr() for p in model.parameters()))
+    kept = _recorded.setdefault(model, {})
+    if key not in kept:
+        while len(kept) >= KEEP:
+            kept.pop(next(iter(kept)))
+        kept[key] = build()
+    return kept[key]
 
 
 class GraphedStep:
@@ -51,22 +86,23 @@ class GraphedStep:
             self._capture(X, Y, state)
         self.X.copy_(X)
         self.Y.copy_(Y)
-        for static, value in zip(_tensors(self.state_in), _tensors(state)):
+        for static, value in zip(tensors(self.state_in), tensors(state)):
             static.copy_(value)
         self.graph.replay()
-        return self.loss.clone(), _clone(self.state_out)
+        return self.loss.clone(), clone(self.state_out)
 
     def _capture(self, X, Y, state) -> None:
-        self.X, self.Y, self.state_in = X.clone(), Y.clone(), _clone(state)
+        self.X, self.Y, self.state_in = X.clone(), Y.clone(), clone(state)
         self.trainer.optimizer.zero_grad(set_to_none=True)   # gradients are then allocated inside the graph
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.stream):
             self.loss, self.state_out = self.trainer.train_step(self.X, self.Y, self.state_in, zero_grad=False)
 
 
-def _tensors(state) -> tuple:
+def tensors(state) -> tuple:
+    """A recurrent state's tensors: (h,) or (h, c)."""
     return state if isinstance(state, tuple) else (state,)
 
 
-def _clone(state):
+def clone(state):
     return tuple(s.clone() for s in state) if isinstance(state, tuple) else state.clone()
