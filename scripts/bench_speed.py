@@ -490,7 +490,7 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     s = SMOKE if args.smoke else replace(Settings(), reps=args.reps, budget=args.budget, threads=args.threads)
     if args.fast:
-        s = replace(s, warmup=1, gen_reps=3, eval_reps=2, large_reps=3)
+        s = replace(s, warmup=1, gen_reps=3, eval_reps=2, large_reps=3, eval_exact_tokens=4096)
     if s.threads:
         torch.set_num_threads(s.threads)
     load, cores = os.getloadavg()[0], os.cpu_count() or 1

@@ -141,15 +141,17 @@ def test_the_moving_average_starts_at_the_first_step_then_lerps(corpus, device):
 
 
 def test_only_an_optimizer_step_that_replays_as_recorded_is_graphed():
-    """A CUDA graph replays the optimizer's step as it was recorded: its learning rate must be a tensor it
-    reads, and AdamW must keep its step counts on the device (capturable). Checked without a GPU."""
+    """A CUDA graph replays the optimizer's step as it was recorded. AdamW must read a tensor learning rate
+    and keep its step counts on the device (capturable); SGD's update turns a tensor learning rate into a host
+    number, so only its float (constant) one can be recorded. Checked without a GPU."""
     from zoo.graphs import GraphedStep
     params = [torch.nn.Parameter(torch.zeros(2))]
     lr = torch.tensor(0.1)
-    assert GraphedStep.supports(torch.optim.SGD(params, lr=lr))
+    assert GraphedStep.supports(torch.optim.SGD(params, lr=0.1))
     assert GraphedStep.supports(torch.optim.AdamW(params, lr=lr, capturable=True))
     assert not GraphedStep.supports(torch.optim.AdamW(params, lr=lr))              # its step count on the host
-    assert not GraphedStep.supports(torch.optim.SGD(params, lr=0.1))               # a float lr is baked in
+    assert not GraphedStep.supports(torch.optim.AdamW(params, lr=0.1, capturable=True))   # a float lr baked in
+    assert not GraphedStep.supports(torch.optim.SGD(params, lr=lr))                # read on the host
     assert not GraphedStep.possible(torch.device("cpu"), 1) and not GraphedStep.possible(torch.device("cuda"), 2)
 
 

@@ -6,10 +6,10 @@
 With B=32 and h=256 a GPU spends most of a training step waiting for Python to launch ~10 small kernels
 per time step; replaying a captured graph removes that. The step is the trainer's own `train_step`
 (forward, loss, backward, clipping, optimizer), recorded once on static buffers; each batch then copies
-its ids and the carried state into those buffers and replays. Every recipe qualifies on one GPU: the
-trainer gives the optimizer its learning rate as a tensor, which it sets before each replay, builds AdamW
-capturable, and averages the weights with in-place lerps. An optimizer that cannot be replayed keeps the
-eager step (`GraphedStep.supports`), so results never depend on whether a graph was used beyond rounding.
+its ids and the carried state into those buffers and replays. On one GPU, AdamW with any schedule qualifies
+(the trainer gives it its learning rate as a tensor, set before each replay, and builds it capturable), and
+SGD with a constant learning rate; the moving average of the weights is in-place lerps. Anything else keeps
+the eager step (`GraphedStep.supports`), so results never depend on whether a graph was used beyond rounding.
 """
 from __future__ import annotations
 
@@ -60,11 +60,12 @@ class GraphedStep:
 
     @staticmethod
     def supports(optimizer: torch.optim.Optimizer) -> bool:
-        """Whether replaying a recorded `optimizer.step()` does what calling it does: SGD, or an AdamW that
-        keeps its step counts on the GPU (capturable), each reading a tensor learning rate."""
-        group = optimizer.defaults
-        return (isinstance(optimizer, torch.optim.SGD) or group.get("capturable", False)) and all(
-            torch.is_tensor(g["lr"]) for g in optimizer.param_groups)
+        """Whether replaying a recorded `optimizer.step()` does what calling it does: SGD with a float learning
+        rate (recorded as a constant), or a capturable AdamW reading a tensor one."""
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        if isinstance(optimizer, torch.optim.SGD):
+            return not any(torch.is_tensor(lr) for lr in lrs)
+        return optimizer.defaults.get("capturable", False) and all(torch.is_tensor(lr) for lr in lrs)
 
     def __init__(self, trainer):
         self.trainer = trainer

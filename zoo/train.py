@@ -98,13 +98,15 @@ class Trainer:
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        # A CUDA graph replays the optimizer step as recorded: the learning rate must then be a tensor it reads
-        # (set before each replay), and AdamW must keep its step counts on the GPU (capturable).
+        # A CUDA graph replays the optimizer step as recorded: AdamW then reads its learning rate from a tensor
+        # (set before each replay) and keeps its step counts on the GPU (capturable); SGD's update reads a
+        # tensor learning rate on the host, so SGD is recorded only with its constant learning rate baked in.
         graphed = recipe.cuda_graph and GraphedStep.possible(self.device, self.world)
-        lr = torch.tensor(recipe.lr, device=self.device) if graphed else recipe.lr
         if recipe.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=lr, weight_decay=recipe.weight_decay)
+            graphed = graphed and recipe.schedule == "constant" and not recipe.warmup_steps
+            self.optimizer = torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
         else:
+            lr = torch.tensor(recipe.lr, device=self.device) if graphed else recipe.lr
             self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=recipe.weight_decay, capturable=graphed)
         self.run_step = GraphedStep(self) if graphed and GraphedStep.supports(self.optimizer) else self.train_step
         # the moving average of the weights, updated in place after every step (so a CUDA graph can hold it)

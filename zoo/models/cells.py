@@ -111,9 +111,8 @@ class GRUCell(Cell):
 
     def step(self, XW, H):
         h = H.shape[-1]
-        rz = XW[:, :2 * h] + H @ self.W_h[:, :2 * h]          # both gates' affine maps, one matmul
-        R = torch.sigmoid(rz[:, :h])                          # reset gate   R_t = sigma(X_t W_xr + H_{t-1} W_hr + b_r)
-        Z = torch.sigmoid(rz[:, h:])                          # update gate  Z_t = sigma(X_t W_xz + H_{t-1} W_hz + b_z)
+        # reset and update gates  R_t, Z_t = sigma(X_t W_x{r,z} + H_{t-1} W_h{r,z} + b_{r,z}), one matmul for both
+        R, Z = torch.sigmoid(XW[:, :2 * h] + H @ self.W_h[:, :2 * h]).chunk(2, -1)
         # candidate hidden state  H~_t = tanh(X_t W_xh + (R_t * H_{t-1}) W_hh + b_h)
         H_tilde = torch.tanh(XW[:, 2 * h:] + (R * H) @ self.W_h[:, 2 * h:])
         H = Z * H + (1 - Z) * H_tilde                         # hidden state H_t = Z_t * H_{t-1} + (1 - Z_t) * H~_t
