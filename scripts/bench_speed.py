@@ -295,7 +295,7 @@ def sample_speed(ours, net, tokenizer: Tokenizer, vocab, s: Settings, device: to
     sampler = sampler_for(ours, 1, None)
     result.update(ours_long=statistics.median(rates["ours_long"]), lengths=[short, long],
                   same_text=generate(ours, tokenizer, PROMPT, short).texts[0] == book_text,
-                  sampler=sampler if sampler == "kernel" else f"loop ({chosen(ours, 1, 1, train=False)})")
+                  sampler=sampler if sampler != "loop" else f"loop ({chosen(ours, 1, 1, train=False)})")
     return result
 
 

@@ -43,7 +43,7 @@ def outputs_and_grads(backend: str, layer: Layer, X, state):
     Hs, final = backends.RUNNERS[backend](layer, X, state)
     outs = [Hs, *(final if isinstance(final, tuple) else (final,))]
     g = torch.Generator().manual_seed(2)
-    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype).to(o.device)).sum() for o in outs)
     wrt = [*layer.params.values(), *(state if isinstance(state, tuple) else (state,))]
     wrt += [X] if X.is_floating_point() else []
     return outs, torch.autograd.grad(loss, wrt)
