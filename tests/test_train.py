@@ -159,3 +159,24 @@ def test_a_graph_asked_for_on_the_cpu_trains_eagerly(corpus):
     trainer = make(corpus, "lstm", epochs=1, cuda_graph=True)
     assert trainer.run_step == trainer.train_step and not torch.is_tensor(trainer.optimizer.param_groups[0]["lr"])
     assert list(trainer.run())[-1].train_perplexity < 28
+
+
+def test_gradients_can_flow_back_through_earlier_batches(corpus):
+    """bptt_batches=N keeps the graph across N batches (the book's exercise: do not detach the state): the
+    first batch's gradient is the detached run's, later ones reach back into the batches before them."""
+    runs = {}
+    for n in (1, 4):
+        trainer = make(corpus, "rnn-scratch", "book", epochs=1, train_tokens=8 * 20 * 4 + 25, bptt_batches=n)
+        norms = []
+        original = trainer.optimizer.step
+
+        def step_and_record():
+            norms.append(float(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).norm()))
+            original()
+        trainer.optimizer.step = step_and_record
+        list(trainer.run())
+        runs[n] = norms
+    assert len(runs[1]) == len(runs[4]) == 4
+    assert runs[4][0] == pytest.approx(runs[1][0]) and runs[4][1:] != pytest.approx(runs[1][1:])
+    with pytest.raises(TrainingError, match="sequential batching"):
+        make(corpus, "rnn-scratch", "book", bptt_batches=2, batching="random")

@@ -31,6 +31,8 @@ class Recipe(JSONConfig):
     num_steps: int = _field(35, "time steps per batch (truncated backpropagation through time)")
     epochs: int = _field(500, "passes over the training tokens")
     batching: str = _field("sequential", "sequential (state carried across batches) or random (state reset)")
+    bptt_batches: int = _field(1, "sequential: gradients flow back through this many batches (1: the state is "
+                                  "detached after every batch, as the book does; memory grows with it)")
     train_tokens: int = _field(10_000, "train on the first N tokens of the training split (0 = all of it)")
     dropout: float = _field(0.0, "dropout on every layer's output, set on the model before training")
     weight_drop: float = _field(0.0, "DropConnect on the recurrent weights, set on the model before training")
@@ -50,8 +52,8 @@ class Recipe(JSONConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.lr <= 0 or self.batch_size < 1 or self.num_steps < 1 or self.epochs < 0:
-            raise ValueError("need lr > 0, batch_size >= 1, num_steps >= 1 and epochs >= 0")
+        if self.lr <= 0 or self.batch_size < 1 or self.num_steps < 1 or self.epochs < 0 or self.bptt_batches < 1:
+            raise ValueError("need lr > 0, batch_size >= 1, num_steps >= 1, epochs >= 0 and bptt_batches >= 1")
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """Learning rate at optimizer step `step` (0-based) of `total_steps`."""

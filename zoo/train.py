@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 
 from zoo import checkpoint as ckpt
@@ -93,6 +94,8 @@ class Trainer:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         if recipe.batch_size % self.world:
             raise TrainingError(f"batch size {recipe.batch_size} does not split over {self.world} processes")
+        if recipe.bptt_batches > 1 and (self.world > 1 or recipe.batching != "sequential"):
+            raise TrainingError("bptt_batches > 1 needs sequential batching in one process")
         self.rows = slice(self.rank * recipe.batch_size // self.world, (self.rank + 1) * recipe.batch_size // self.world)
         # what training calls: the model itself, or its DDP wrapper that all-reduces the gradients
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
@@ -101,7 +104,7 @@ class Trainer:
         # A CUDA graph replays the optimizer step as recorded: AdamW then reads its learning rate from a tensor
         # (set before each replay) and keeps its step counts on the GPU (capturable); SGD's update reads a
         # tensor learning rate on the host, so SGD is recorded only with its constant learning rate baked in.
-        graphed = recipe.cuda_graph and GraphedStep.possible(self.device, self.world)
+        graphed = recipe.cuda_graph and GraphedStep.possible(self.device, self.world) and recipe.bptt_batches == 1
         if recipe.optimizer == "sgd":
             graphed = graphed and recipe.schedule == "constant" and not recipe.warmup_steps
             self.optimizer = torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -131,11 +134,15 @@ class Trainer:
         """One optimizer step on a (B, T) batch; returns the (unsynchronised) loss and the new state."""
         bf16 = self.recipe.bf16 and self.device.type == "cuda"
         with torch.autocast(self.device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
-            logits, state = self.net(X, state)
+            if self.recipe.bptt_batches > 1:   # later batches backpropagate through this one: keep the weights it used
+                weights = {name: p.clone() for name, p in self.model.named_parameters()}
+                logits, state = functional_call(self.model, weights, (X, state))
+            else:
+                logits, state = self.net(X, state)
             loss = lm_loss(logits, Y)
         if zero_grad:   # a CUDA graph capture zeroes before recording instead (zoo/graphs.py)
             self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(retain_graph=self.recipe.bptt_batches > 1)   # the next batches backpropagate through it too
         if self.recipe.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip, foreach=True)
         self.optimizer.step()
@@ -172,10 +179,10 @@ class Trainer:
                     else:
                         group["lr"] = lr
                 X, Y = X[self.rows].to(self.device, non_blocking=True), Y[self.rows].to(self.device, non_blocking=True)
-                if state is not None and r.batching == "sequential":
-                    state = detach(state)
-                else:
+                if state is None or r.batching != "sequential":
                     state = None
+                elif i % r.bptt_batches == 0:   # cut the graph (every batch by default, as the book does)
+                    state = detach(state)
                 loss, state = self.run_step(X, Y, state)
                 losses.append(loss)
                 tokens += Y.numel() * self.world
