@@ -137,6 +137,26 @@ def cmd_eval(args) -> None:
               + (f"  unknown {''.join(result['unknown'])!r}" if result["unknown"] else ""))
 
 
+def cmd_exercise(args) -> None:
+    from zoo import exercises
+    if args.id == "list":
+        for e in exercises.EXERCISES:
+            note = "" if e.runs or e.measure else f"  (not run here: {e.needs})"
+            print(f"{e.id:6s} {e.section:20s} {e.question}{note}")
+        return
+    if args.id != "all" and args.id not in exercises.BY_ID:
+        raise ValueError(f"no exercise {args.id!r}; `zoo exercise list` lists them")
+    device = pick_device(args.device)
+    jobs = args.jobs or (1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1)))
+    setup = exercises.Setup(budget=args.budget, device=str(device), jobs=jobs, data=args.data, smoke=args.smoke)
+    for exercise in exercises.EXERCISES if args.id == "all" else [exercises.BY_ID[args.id]]:
+        command = f"python -m zoo exercise {exercise.id} --budget {args.budget:g}" + (" --smoke" if args.smoke else "")
+        print(f"{exercise.id}: {exercise.question}", file=sys.stderr)
+        results = exercises.run(exercise, setup, args.out, command, log=lambda line: print(line, file=sys.stderr))
+        print(f"{exercise.id}: {results['answer'] or 'not run: ' + exercise.needs}")
+    print(f"wrote {Path(args.out)}/ and {Path(args.out).parent / (Path(args.out).name + '.md')}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------- arguments
 
 def backend_arg(p: argparse.ArgumentParser) -> None:
@@ -147,7 +167,7 @@ def backend_arg(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", description="Train, sample and evaluate the RNN Zoo's models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,eval}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,eval,exercise}")
 
     sub.add_parser("list", help="the registered models and their sizes").set_defaults(run=cmd_list)
 
@@ -198,6 +218,17 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--text-file", required=True, help="UTF-8 text to score")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(run=cmd_eval)
+
+    x = sub.add_parser("exercise", help="answer one of the book's exercises by experiment (or list them)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    x.add_argument("id", help="an exercise id such as 9.1.4, `list`, or `all`")
+    x.add_argument("--budget", type=float, default=90.0, help="seconds per training run at most")
+    x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    x.add_argument("--jobs", type=int, help="training runs at a time (default: 2 on a CPU, 1 on a GPU)")
+    x.add_argument("--data", help="a UTF-8 text file to train on instead of the Time Machine")
+    x.add_argument("--out", default="docs/exercises", help="the results folder; the page is written beside it")
+    x.add_argument("--smoke", action="store_true", help="tiny models and a few batches: checks that it runs")
+    x.set_defaults(run=cmd_exercise)
     return p
 
 

@@ -1,0 +1,180 @@
+"""The training runs of the exercises: a registered model, a recipe and what it changes, seeds; run by the
+shared trainer, several at a time in separate processes, each remembered so that exercises sharing a run
+train it once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from zoo.data import Corpus, Splits, load_corpus
+from zoo.generate import generate
+from zoo.models import create_model
+from zoo.recipes import recipe_for
+from zoo.train import Trainer, TrainingError
+
+PROMPT = "the time traveller"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One configuration of an exercise, trained once per seed."""
+    label: str                                         # what the tables and plots call it
+    model: str                                         # a registered model
+    recipe: str = "modern"                             # "modern", or "book" where the exercise is about its setting
+    settings: dict = field(default_factory=dict)       # recipe settings it changes
+    sizes: dict = field(default_factory=dict)          # model settings it changes (num_hiddens, embedding, ...)
+    tokens: str = "book"                               # the tokenizer: book characters or words
+    fraction: float = 1.0                              # of the training split it trains on
+    seeds: int = 1
+
+    def key(self, seed: int, setup: "Setup") -> str:
+        """What identifies this run's result: everything that changes it (the label does not)."""
+        spec = {k: v for k, v in asdict(self).items() if k not in ("label", "seeds")}
+        spec.update(seed=seed, budget=float(setup.budget), smoke=setup.smoke, device=setup.device, data=setup.data_name)
+        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where and how long the runs go: seconds per run, the device, parallel jobs, the corpus, smoke mode."""
+    budget: float = 90.0
+    device: str = "cpu"
+    jobs: int = 1
+    data: str | None = None           # a text file; None: the Time Machine
+    smoke: bool = False               # a few batches of a tiny model: it runs, not what it finds
+    cache: str | None = None          # a folder of run results to reuse
+
+    @property
+    def data_name(self) -> str:
+        return Path(self.data).name if self.data else "timemachine.txt"
+
+
+SMOKE_SIZES = {"num_hiddens": 16}
+SMOKE_SETTINGS = {"batch_size": 4, "num_steps": 8, "epochs": 2, "warmup_steps": 2, "train_tokens": 400}
+
+
+@lru_cache(maxsize=4)
+def corpus(data: str | None, tokens: str) -> Corpus:
+    return load_corpus(data, tokens)
+
+
+def train(run: Run, seed: int, setup: Setup) -> dict:
+    """Train one seed of `run`; its numbers, curves and a sample, or how it failed (a diverging loss)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, setup.jobs)))
+    data = corpus(setup.data, run.tokens)
+    splits = data.splits
+    if run.fraction < 1:
+        splits = replace(splits, train=splits.train[:int(len(splits.train) * run.fraction)])
+    if setup.smoke:
+        splits = Splits(splits.train[:2000], splits.valid[:300], splits.test[:300])
+    settings = {**run.settings, **(SMOKE_SETTINGS if setup.smoke else {}), "time_budget": setup.budget, "seed": seed}
+    recipe = recipe_for(run.recipe, run.model, **settings)
+    torch.manual_seed(seed)
+    sizes = {**run.sizes, **(SMOKE_SIZES if setup.smoke else {})}
+    model = create_model(run.model, vocab_size=len(data.tokenizer), dropout=recipe.dropout,
+                         weight_drop=recipe.weight_drop, **sizes)
+    trainer = Trainer(model, splits, recipe, data.tokenizer, run.model, device=setup.device)
+    started, failed = time.perf_counter(), None
+    try:
+        for _ in trainer.run():
+            pass
+    except TrainingError as e:
+        failed = str(e)
+    seconds = time.perf_counter() - started
+    result = {"label": run.label, "model": run.model, "seed": seed, "seconds": seconds, "failed": failed,
+              "recipe": recipe.to_dict(), "sizes": sizes, "tokens": run.tokens, "fraction": run.fraction,
+              "train_tokens": len(splits.train), "history": trainer.history,
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "stopped_by": stop_reason(trainer, failed), "epochs": trainer.epoch}
+    if failed is None:
+        metrics = trainer.finish()
+        result.update({k: metrics[k] for k in ("train_perplexity", "valid_perplexity", "test_perplexity",
+                                               "test_bits_per_token", "tokens_per_sec", "best_epoch")})
+        result["bits_per_char"] = bits_per_char(metrics["test_bits_per_token"], data, splits.test)
+        result["sample"] = generate(model, data.tokenizer, PROMPT, 80 if setup.smoke else 160,
+                                    temperature=0.8, seed=1).texts[0]
+    return result
+
+
+def stop_reason(trainer: Trainer, failed: str | None) -> str:
+    if failed:
+        return "diverged"
+    r = trainer.recipe
+    if trainer.stopped_early:
+        return "patience"
+    return "epochs" if trainer.epoch >= r.epochs else "budget"
+
+
+def bits_per_char(bits_per_token: float, data: Corpus, test_ids) -> float:
+    """Test bits per character of text, whatever the tokens: words carry their characters and a space."""
+    if data.tokenizer.mode != "words":
+        return bits_per_token
+    characters = len(data.tokenizer.decode(test_ids))
+    return bits_per_token * (len(test_ids) - 1) / max(1, characters - 1)
+
+
+def train_all(runs: list[Run], setup: Setup, log=print) -> dict[str, list[dict]]:
+    """Every seed of every run, `setup.jobs` at a time, reusing results kept in `setup.cache`."""
+    todo, results = [], {run.label: [] for run in runs}
+    cache = Path(setup.cache) if setup.cache else None
+    for run in runs:
+        for seed in range(run.seeds):
+            kept = cache / f"{run.key(seed, setup)}.json" if cache else None
+            if kept and kept.is_file():
+                results[run.label].append(json.loads(kept.read_text()))
+            else:
+                todo.append((run, seed, kept))
+    if todo:
+        log(f"training {len(todo)} run(s), {setup.jobs} at a time, {setup.budget:g} s each at most")
+    # separate processes (spawned: a forked OpenMP runtime can hang) each on its share of the cores
+    pool = (ProcessPoolExecutor(setup.jobs, mp_context=multiprocessing.get_context("spawn")) if setup.jobs > 1
+            else ThreadPoolExecutor(1))
+    with pool:
+        futures = [(run, kept, pool.submit(train, run, seed, setup)) for run, seed, kept in todo]
+        for run, kept, future in futures:
+            result = future.result()
+            log(f"  {run.label} seed {result['seed']}: " + (f"valid ppl {result['valid_perplexity']:.3f}" if
+                not result["failed"] else f"diverged ({result['failed']})") + f" in {result['seconds']:.0f} s")
+            results[run.label].append(result)
+            if kept:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                kept.write_text(json.dumps(result))
+    return results
+
+
+# ---------------------------------------------------------------------------- summaries of the seeds
+
+def values(results: list[dict], key: str) -> list[float]:
+    return [r[key] for r in results if r.get(key) is not None and math.isfinite(r[key])]
+
+
+def mean(results: list[dict], key: str) -> float | None:
+    v = values(results, key)
+    return statistics.fmean(v) if v else None
+
+
+def spread(results: list[dict], key: str) -> float:
+    """Half the range over the seeds (0 for one seed)."""
+    v = values(results, key)
+    return (max(v) - min(v)) / 2 if len(v) > 1 else 0.0
+
+
+def cell(results: list[dict], key: str, digits: int = 3) -> str:
+    """'3.912 ± 0.012' over the seeds, '-' when no seed finished."""
+    m = mean(results, key)
+    if m is None:
+        return "-"
+    s = spread(results, key)
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(values(results, key)) > 1 else "")
