@@ -1,5 +1,7 @@
 """zoo.backends: every accelerator equals the cell it runs (outputs, state, gradients), runs nothing else,
 and is chosen by measurement or by name."""
+import json
+
 import pytest
 import torch
 
@@ -157,6 +159,7 @@ def test_auto_measures_once_and_remembers_on_disk(monkeypatch, tmp_path):
     path = tmp_path / "backends.json"
     monkeypatch.setenv(backends.CACHE_ENV, str(path))
     monkeypatch.setattr(backends, "_memory", {})
+    monkeypatch.setattr(backends, "busy", lambda: False)
     calls = []
 
     def run(name, seconds):
@@ -177,6 +180,17 @@ def test_auto_picks_a_backend_that_may_run_the_layer(monkeypatch, tmp_path):
     assert backends.choose(layer, X) in backends.candidates(layer, X)
     [entry] = backends.choices().values()
     assert set(entry["seconds"]) == set(backends.candidates(layer, X)) and all(entry["seconds"].values())
+
+
+def test_a_timing_taken_on_a_busy_machine_is_not_kept(monkeypatch, tmp_path):
+    path = tmp_path / "backends.json"
+    monkeypatch.setenv(backends.CACHE_ENV, str(path))
+    monkeypatch.setattr(backends, "_memory", {})
+    monkeypatch.setattr(backends, "busy", lambda: True)
+    assert backends.fastest("busy", {"step": lambda: 1.0}) == "step"
+    monkeypatch.setattr(backends, "busy", lambda: False)
+    assert backends.fastest("quiet", {"step": lambda: 1.0}) == "step"
+    assert set(json.loads(path.read_text())) == {"quiet"}
 
 
 def test_an_unreadable_cache_only_costs_a_measurement(monkeypatch, tmp_path):

@@ -290,10 +290,16 @@ def fastest(key: str, runs: dict[str, Callable[[], float]]) -> str:
             _memory.update(_read())
         if key not in _memory:
             seconds = {name: run() for name, run in runs.items()}
+            # timings taken while other processes hold the cores are used now, not kept for later
             _memory[key] = {"choice": min(seconds, key=seconds.get), "seconds": seconds,
-                            "torch": torch.__version__}
+                            "torch": torch.__version__, "busy": busy()}
             _write()
         return _memory[key]["choice"]
+
+
+def busy() -> bool:
+    """Whether other work holds the cores: the load average is above the cores there are."""
+    return hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1)
 
 
 def choices() -> dict[str, dict]:
@@ -316,7 +322,8 @@ def _write() -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({**_read(), **_memory}, indent=1, sort_keys=True))
+        kept = {key: entry for key, entry in _memory.items() if not entry.get("busy")}
+        tmp.write_text(json.dumps({**_read(), **kept}, indent=1, sort_keys=True))
         os.replace(tmp, path)
     except OSError:
         pass
