@@ -26,10 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from zoo import checkpoint as ckpt  # noqa: E402
 from zoo.card import README, duration, repo_name, write_card  # noqa: E402
 from zoo.cli import EXPECTED_ERRORS, pick_device  # noqa: E402
-from zoo.data import MODES, Tokenizer, load_corpus  # noqa: E402
+from zoo.data import Tokenizer, load_corpus  # noqa: E402
 from zoo.fit import METRICS, fit, fit_ngram_run  # noqa: E402
 from zoo.hub import HubError, artefacts, push  # noqa: E402
 from zoo.models import create_model, list_models  # noqa: E402
+from zoo.tokenizer import MODES  # noqa: E402
 from zoo.recipes import RECIPES, Recipe, recipe_for  # noqa: E402
 from zoo.report import write_report  # noqa: E402
 from zoo.train import STATE_FILE, Trainer, read_state  # noqa: E402

@@ -202,7 +202,7 @@ def finish(corpus: Corpus, settings: Settings, trainer: Trainer, run: Run, why: 
     """The best weights scored on the three splits (validation: the whole split), saved as a model folder in a
     folder of the run's under `root`, and loaded back from it: the run's model, files and summary."""
     metrics = trainer.finish()
-    metrics["valid_perplexity"] = score(trainer.model, corpus.splits.valid).perplexity
+    metrics["valid_perplexity"] = score(trainer.model, corpus.splits.valid.long()).perplexity
     run.folder = tempfile.mkdtemp(dir=root)
     folder = save_run(Path(run.folder) / f"{run.name.replace(' ', '-')}-{settings.name}", trainer, metrics,
                       {**corpus.source, "train_tokens": settings.tokens or len(corpus.splits.train)})

@@ -58,10 +58,11 @@ def make_weights(out: str | Path, corpus: Corpus, epochs: int = 3) -> Path:
 
 def make_ngram(out: Path, corpus: Corpus) -> None:
     """The n-gram folder with the metrics `fit_ngram_run` writes that the app reads."""
-    model, _ = fit_ngram(corpus.splits.train, corpus.splits.valid, len(corpus.tokenizer), range(2, 7), tune=False)
-    test = score(model, corpus.splits.test)
-    metrics = {"train_perplexity": score(model, corpus.splits.train).perplexity,
-               "valid_perplexity": score(model, corpus.splits.valid).perplexity, "test_perplexity": test.perplexity,
+    train, valid, test = (ids.long() for ids in (corpus.splits.train, corpus.splits.valid, corpus.splits.test))
+    model, _ = fit_ngram(train, valid, len(corpus.tokenizer), range(2, 7), tune=False)
+    test = score(model, test)
+    metrics = {"train_perplexity": score(model, train).perplexity,
+               "valid_perplexity": score(model, valid).perplexity, "test_perplexity": test.perplexity,
                "test_bits_per_token": test.bits_per_token, "order": model.config.order, "parameters": 0}
     save_model(out, "ngram", model, corpus.tokenizer, metrics=metrics)
 

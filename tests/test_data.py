@@ -7,44 +7,7 @@ import pytest
 import torch
 
 from zoo import data
-from zoo.data import DataError, Tokenizer, book_clean, random_batches, sequential_batches, split
-
-# The book's vocabulary order (D2L 8.2: Vocab of the Time Machine's characters).
-BOOK_TOKENS = ['<unk>', ' ', 'e', 't', 'a', 'i', 'n', 'o', 's', 'h', 'r', 'd', 'l', 'm', 'u', 'c', 'f', 'w',
-               'g', 'y', 'p', 'b', 'v', 'k', 'x', 'z', 'j', 'q']
-
-
-def test_book_tokenizer_matches_the_book(corpus):
-    assert corpus.tokenizer.tokens == BOOK_TOKENS
-    assert len(corpus.tokenizer) == 28
-
-
-def test_book_clean_joins_lines_with_a_space():
-    assert book_clean("He spoke of him\nwas it?  Yes--'twas.") == "he spoke of him was it yes twas"
-
-
-def test_book_mode_always_has_every_letter():
-    tok = Tokenizer.fit("abc abc")
-    assert len(tok) == 28 and tok.tokens[:4] == ["<unk>", "a", "b", "c"]   # ' ' ties go by first occurrence
-
-
-def test_chars_mode_keeps_case_and_punctuation_and_reports_unknowns():
-    tok = Tokenizer.fit("Hello, World!\n", "chars")
-    assert tok.decode(tok.encode("Hello, World!\n")) == "Hello, World!\n"
-    assert tok.unknown("Hi? é") == ["i", "?", "é"]
-    assert tok.encode("?")[0] == 0
-
-
-def test_words_mode_round_trips():
-    tok = Tokenizer.fit("the time traveller the time", "words")
-    assert tok.tokens[:3] == ["<unk>", "the", "time"]
-    assert tok.decode(tok.encode("The Time--machine")) == "the time <unk>"
-
-
-def test_tokenizer_round_trips_through_a_dict(corpus):
-    again = Tokenizer.from_dict(corpus.tokenizer.to_dict())
-    assert again.tokens == corpus.tokenizer.tokens and again.mode == "book"
-
+from zoo.data import DataError, random_batches, sequential_batches, split
 
 def test_splits_are_contiguous_90_5_5(corpus):
     s = corpus.splits

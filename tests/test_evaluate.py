@@ -15,14 +15,14 @@ def model():
 
 
 def test_chunking_does_not_change_the_numbers(model, corpus):
-    ids = corpus.splits.valid[:1000]
+    ids = corpus.splits.valid[:1000].long()
     whole = surprisal(model, ids, chunk=4096)
     assert len(whole) == 999
     torch.testing.assert_close(surprisal(model, ids, chunk=37), whole, atol=1e-5, rtol=0)
 
 
 def test_score_is_the_mean_surprisal(model, corpus):
-    ids = corpus.splits.valid[:500]
+    ids = corpus.splits.valid[:500].long()
     s = score(model, ids)
     assert s.tokens == 499
     assert s.loss == pytest.approx(surprisal(model, ids).mean().item(), rel=1e-6)

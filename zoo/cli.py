@@ -16,13 +16,14 @@ import torch
 import torch.distributed as dist
 
 from zoo import checkpoint as ckpt
-from zoo.data import MODES, DataError, Tokenizer, load_corpus, read_text
+from zoo.data import DataError, Tokenizer, load_corpus, read_text
 from zoo.evaluate import score
 from zoo.fit import fit, fit_ngram_run
 from zoo.generate import generate
 from zoo.hub import load
 from zoo.models import create_model, describe, list_models
 from zoo.recipes import RECIPES, Recipe, recipe_for
+from zoo.tokenizer import MODES
 from zoo.train import STATE_FILE, Trainer, TrainingError, read_state
 
 EXPECTED_ERRORS = (DataError, ckpt.CheckpointError, TrainingError, ValueError, KeyError, OSError)

@@ -151,7 +151,9 @@ class Trainer:
                 lr = r.lr_at(self.step, self.total_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                X, Y = X[self.rows].to(self.device, non_blocking=True), Y[self.rows].to(self.device, non_blocking=True)
+                # the corpus is compact ids (uint8 for 28 tokens); the model and the loss index with int64
+                X = X[self.rows].to(self.device, non_blocking=True).long()
+                Y = Y[self.rows].to(self.device, non_blocking=True).long()
                 if state is not None and r.batching == "sequential":
                     state = detach(state)
                 else:
@@ -213,7 +215,7 @@ class Trainer:
                                 f"batch {bad + 1}); lower the learning rate or turn clipping on")
 
     def _validate(self) -> float:
-        valid = score(self.eval_model, self.splits.valid).perplexity
+        valid = score(self.eval_model, self.splits.valid.long()).perplexity
         if valid < self.best_valid:
             self.best_valid, self.best_epoch, self.bad_evals = valid, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
@@ -227,7 +229,7 @@ class Trainer:
         """Load the best-validation weights into the model and score all three splits with them."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        scores = {split: score(self.model, ids) for split, ids in
+        scores = {split: score(self.model, ids.long()) for split, ids in
                   (("train", self.train_ids), ("valid", self.splits.valid), ("test", self.splits.test))}
         logs = self.history
         return {
