@@ -52,13 +52,14 @@ def one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------- state of a model folder
 
 def is_done(folder: Path) -> bool:
-    """A complete model folder: the final metrics are in config.json, and a network's history is written
-    (fit writes metrics.json last)."""
+    """A complete model folder: config.json (written last) holds the final metrics and the checksum of the
+    weights beside it, and a network's history is written."""
     try:
         info = ckpt.load_json(folder / ckpt.CONFIG)
-    except ckpt.CheckpointError:
+        same = info.get(ckpt.SHA256) == ckpt.sha256_of(folder / ckpt.WEIGHTS)
+    except (ckpt.CheckpointError, OSError):
         return False
-    return "metrics" in info and (info["model"].get("arch") == "ngram" or (folder / METRICS).is_file())
+    return same and "metrics" in info and (info["model"].get("arch") == "ngram" or (folder / METRICS).is_file())
 
 
 def plan(name: str, folder: Path, force: bool) -> str:

@@ -57,11 +57,12 @@ def fit(trainer: Trainer, out: str | Path | None = None, progress: bool | None =
 
 
 def save_run(out: str | Path, trainer: Trainer, metrics: dict, data: dict | None = None) -> Path:
-    """The model folder: best weights + config (with recipe, data and metrics) + the per-epoch history."""
+    """The model folder: the per-epoch history, the best weights, then the config (with recipe, data, metrics and
+    the weights' checksum), written last: the folder's commit point."""
     out = Path(out)
+    ckpt.save_json(out / METRICS, {"name": trainer.name, "history": trainer.history, "final": metrics})
     ckpt.save_model(out, trainer.name, trainer.model, trainer.tokenizer,
                     recipe=trainer.recipe.to_dict(), data=data or {}, metrics=metrics)
-    ckpt.save_json(out / METRICS, {"name": trainer.name, "history": trainer.history, "final": metrics})
     return out
 
 

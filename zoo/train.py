@@ -94,6 +94,8 @@ class Trainer:
         if recipe.batch_size % self.world:
             raise TrainingError(f"batch size {recipe.batch_size} does not split over {self.world} processes")
         self.rows = slice(self.rank * recipe.batch_size // self.world, (self.rank + 1) * recipe.batch_size // self.world)
+        if self.run_dir and self.rank == 0:   # what a kill during a checkpoint write left behind
+            ckpt.remove_temporaries(self.run_dir)
         # what training calls: the model itself, or its DDP wrapper that all-reduces the gradients
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -279,6 +281,7 @@ class Trainer:
         """Rebuild a trainer from `run_dir`'s checkpoint; `recipe_overrides` may extend e.g. epochs."""
         run_dir = Path(run_dir)
         meta = read_state(run_dir)
+        ckpt.check_config(meta["model"], run_dir / STATE_FILE)
         tensors = ckpt.load_tensors(run_dir / STATE_FILE)
         model = model_from_config(meta["model"])
         recipe = replace(Recipe.from_dict(meta["recipe"]), **recipe_overrides)
