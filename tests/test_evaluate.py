@@ -1,11 +1,12 @@
 """Perplexity is exact: independent of chunking, equal to the mean surprisal, uniform at ln(V)."""
+import json
 import math
 
 import pytest
 import torch
 
 from zoo import create_model
-from zoo.evaluate import score, surprisal
+from zoo.evaluate import Score, score, surprisal
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +46,13 @@ def test_scoring_restores_training_mode(model):
 def test_too_short_a_text():
     with pytest.raises(ValueError, match="at least two tokens"):
         score(create_model("rnn", num_hiddens=4), torch.tensor([3]))
+
+
+@pytest.mark.parametrize("loss, note", [(1000.0, "overflows a float"), (math.inf, "probability 0"),
+                                        (math.nan, "not numbers")])
+def test_a_score_that_is_not_finite_is_strict_json_with_a_reason(loss, note):
+    s = Score(loss, 5)
+    assert s.perplexity == (math.inf if loss == 1000.0 else s.perplexity)
+    out = json.loads(json.dumps(s.to_dict(), allow_nan=False))
+    assert out["perplexity"] is None and note in out["note"] and out["tokens"] == 5
+    assert "note" not in Score(2.0, 5).to_dict()

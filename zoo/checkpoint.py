@@ -30,7 +30,7 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from zoo.tokenizer import Tokenizer
-from zoo.models import model_from_config
+from zoo.models import create_model, model_from_config
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 SHA256 = "weights_sha256"    # the config.json key that records the sha256 of model.safetensors
@@ -213,6 +213,14 @@ def check_config(config, where) -> dict:
         raise CheckpointError(f"{where}: the model would take {size / 2**20:,.0f} MiB; the bound is "
                               f"{MAX_MODEL_BYTES >> 20:,} MiB (zoo.checkpoint.MAX_MODEL_BYTES)")
     return {"vocab_size": model.config.vocab_size, "state": state}
+
+
+def create_within_bounds(name: str, where: str, **overrides) -> torch.nn.Module:
+    """`create_model(name, **overrides)`, refused (before anything is allocated) beyond the bounds loading keeps."""
+    with torch.device("meta"):
+        planned = create_model(name, **overrides)
+    check_config(planned.config.to_dict(), where)
+    return create_model(name, **overrides)
 
 
 def read_weights(path: Path, expected: dict[str, torch.Tensor], sha256: str | None) -> dict[str, torch.Tensor]:

@@ -13,12 +13,26 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zoo import checkpoint as ckpt
+from zoo.card import README
 from zoo.data import Corpus
 from zoo.evaluate import score
 from zoo.models.ngram import fit_ngram
-from zoo.train import Trainer
+from zoo.train import STATE_FILE, Trainer
 
 METRICS = "metrics.json"
+# What a model folder holds, config.json first: removing it first uncommits the folder (see zoo.checkpoint).
+MODEL_FILES = [ckpt.CONFIG, ckpt.WEIGHTS, METRICS, STATE_FILE, README]
+
+
+def held(out: str | Path) -> list[str]:
+    """The model files already in `out` (a run to resume, or a model that training would replace)."""
+    return [name for name in MODEL_FILES if (Path(out) / name).exists()]
+
+
+def clear(out: str | Path) -> None:
+    """Remove the model files of `out`, so that a new run starts from nothing (the old card included)."""
+    for name in MODEL_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
 
 
 def to_stderr(line: str) -> None:

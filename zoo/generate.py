@@ -43,8 +43,8 @@ def generate_ids(model, prefix_ids: torch.Tensor, length: int, temperature: floa
         raise ValueError(f"length must be between 0 and {MAX_LENGTH}")
     if len(prefix_ids) == 0:
         raise ValueError("the prefix is empty: give at least one character the model knows")
-    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-        raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+    if not 0 <= temperature < float("inf") or top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError("need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
     was_training = model.training
     model.eval()
     device = device_of(model)

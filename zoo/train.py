@@ -218,6 +218,9 @@ class Trainer:
 
     def _validate(self) -> float:
         valid = score(self.eval_model, self.splits.valid.long()).perplexity
+        if not math.isfinite(valid):
+            raise TrainingError(f"the validation perplexity overflowed at epoch {self.epoch}; lower the learning "
+                                f"rate or turn clipping on")
         if valid < self.best_valid:
             self.best_valid, self.best_epoch, self.bad_evals = valid, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
