@@ -1,10 +1,11 @@
 """RNN Zoo in the browser: the book's recurrent models side by side on one prompt, on one text, in training,
 and inside their gates; and one that the visitor trains, live.
 
-`python space/app.py` serves the page. Configured by environment variables, read here only:
-    RNN_ZOO_NAMESPACE  Hub owner of the model repos `<namespace>/rnn-zoo-<model>` (default rnn-zoo; empty: no Hub)
-    RNN_ZOO_WEIGHTS    the bundled weights, one folder per model, used when the Hub cannot be had
-                       (default: weights/ beside the zoo package, i.e. <repo>/weights)
+`python space/app.py` serves the page. The models are the bundled weights, except those that this folder's
+README.md pins to a Hub commit (`preload_from_hub`; see loader.py). Configured by environment variables, read
+here only:
+    RNN_ZOO_WEIGHTS    the bundled weights, one folder per model (default: weights/ beside the zoo package,
+                       i.e. <repo>/weights)
     RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
     RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
 """
@@ -27,15 +28,14 @@ import tab_train  # noqa: E402
 import tab_training  # noqa: E402
 from book import Memorised, held_out_passage, load_book  # noqa: E402
 from device import DEVICE  # noqa: E402
-from loader import Slot, load_zoo  # noqa: E402
+from loader import Slot, hub_pins, load_zoo  # noqa: E402
 from train_runs import Runs, Session, forget  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import kernels  # noqa: E402
 from zoo.data import Corpus  # noqa: E402
 
-DEFAULT_NAMESPACE = "rnn-zoo"    # space/README.md lists its repos under `models:` (a test holds the two equal)
-HUB_NAMESPACE = os.environ.get("RNN_ZOO_NAMESPACE", DEFAULT_NAMESPACE)
+PINS = hub_pins(HERE / "README.md")   # the Hub commits the deployment trusts; none: the bundled weights
 WEIGHTS = Path(os.environ.get("RNN_ZOO_WEIGHTS") or Path(zoo.__file__).resolve().parents[1] / "weights")
 MODEL_CONCURRENCY = os.cpu_count() or 2   # model calls at once, one core each (device.runs_models); more queue
 QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is full, instead of waiting minutes
@@ -104,7 +104,7 @@ def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[s
 
 
 kernels.available()                               # load (or build, once) the C++ kernels before any visitor
-slots = load_zoo(zoo.list_models(), HUB_NAMESPACE, WEIGHTS, DEVICE)
+slots = load_zoo(zoo.list_models(), PINS, WEIGHTS, DEVICE)
 train_runs = Runs(TRAIN_RUNS)
 demo = build_demo(slots, *from_the_book(slots), runs=train_runs)
 

@@ -7,7 +7,7 @@ to 6, discounts not tuned: `zoo.fit.fit_ngram_run` takes ~25 s on the whole corp
 Run as a script to make a folder for trying the app by hand:
 
     PYTHONPATH=. python tests/app_fixtures.py /tmp/weights
-    RNN_ZOO_WEIGHTS=/tmp/weights RNN_ZOO_NAMESPACE= python space/app.py
+    RNN_ZOO_WEIGHTS=/tmp/weights python space/app.py
 """
 from __future__ import annotations
 
@@ -79,12 +79,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def import_app(weights: Path, namespace: str = ""):
+def import_app(weights: Path):
     """space/app.py imported as a module (it loads its models at import), configured by its env vars."""
     if str(SPACE) not in sys.path:
         sys.path.insert(0, str(SPACE))     # app.py imports its sibling modules, as `python space/app.py` does
-    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_NAMESPACE")}
-    os.environ.update(RNN_ZOO_WEIGHTS=str(weights), RNN_ZOO_NAMESPACE=namespace)
+    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS",)}
+    os.environ.update(RNN_ZOO_WEIGHTS=str(weights))
     try:
         spec = importlib.util.spec_from_file_location("rnn_zoo_app", SPACE / "app.py")
         module = importlib.util.module_from_spec(spec)
