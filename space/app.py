@@ -8,11 +8,14 @@ here only:
                        i.e. <repo>/weights)
     RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
     RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
+Nothing is uploaded (max_file_size 0: no component takes a file); SIGTERM ends the server as Ctrl-C does, so
+the Train tab's run folders are removed either way.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -28,8 +31,9 @@ import tab_train  # noqa: E402
 import tab_training  # noqa: E402
 from book import Memorised, held_out_passage, load_book  # noqa: E402
 from device import DEVICE  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 from loader import Slot, hub_pins, load_zoo  # noqa: E402
-from train_runs import Runs, Session, forget  # noqa: E402
+from train_runs import Runs, Session, client_of, forget  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import kernels  # noqa: E402
@@ -43,6 +47,7 @@ TRAIN_RUNS = int(os.environ.get("RNN_ZOO_TRAIN_RUNS") or
                  (2 if DEVICE.type == "cuda" else max(1, min(2, (os.cpu_count() or 2) // 2))))
 TRAIN_SECONDS = int(os.environ.get("RNN_ZOO_TRAIN_SECONDS") or 60)
 SESSION_SECONDS = 3 * 3600   # a visitor's trained models and files are kept this long after their last run
+MAX_UPLOAD_BYTES = 0         # no component takes a file: Gradio's upload route refuses any content
 # Per-character colouring as running text: no gap, padding or rounding between the one-character tokens.
 CSS = """
 .surprisal .token-container, .surprisal .token {
@@ -67,7 +72,7 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
     """The page: one tab per view, each built from the same loaded models (and the visitor's own, trained in
     the Train tab and kept in their session)."""
     loaded = sum(s.ok for s in slots.values())
-    runs = runs or Runs(TRAIN_RUNS)
+    runs = runs or Runs(TRAIN_RUNS, get_upload_folder())
     with gr.Blocks(title="RNN Zoo", analytics_enabled=False, delete_cache=(3600, SESSION_SECONDS)) as demo:
         gr.Markdown(f"# RNN Zoo\nThe recurrent language models of *Dive into Deep Learning* (8.5-9.3), written "
                     f"from scratch and with `torch.nn`, and a Kneser-Ney n-gram as the line to beat: {loaded} of "
@@ -87,7 +92,7 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
 
         def page_closed(request: gr.Request) -> None:
             """A visitor who leaves stops their run (Gradio also closes its generator)."""
-            runs.stop(request.session_hash, closed=True)
+            runs.stop(request.session_hash, client_of(request), closed=True)
         demo.unload(page_closed)
     return demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
 
@@ -105,8 +110,11 @@ def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[s
 
 kernels.available()                               # load (or build, once) the C++ kernels before any visitor
 slots = load_zoo(zoo.list_models(), PINS, WEIGHTS, DEVICE)
-train_runs = Runs(TRAIN_RUNS)
+# The run folders live in Gradio's own cache folder, so that gr.File serves them without a second copy.
+train_runs = Runs(TRAIN_RUNS, get_upload_folder())
 demo = build_demo(slots, *from_the_book(slots), runs=train_runs)
+LAUNCH = dict(css=CSS, max_file_size=MAX_UPLOAD_BYTES)
 
 if __name__ == "__main__":
-    demo.launch(css=CSS)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # a clean exit, as Ctrl-C: atexit removes the runs
+    demo.launch(**LAUNCH)

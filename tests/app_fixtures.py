@@ -80,11 +80,12 @@ def free_port() -> int:
 
 
 def import_app(weights: Path):
-    """space/app.py imported as a module (it loads its models at import), configured by its env vars."""
+    """space/app.py imported as a module (it loads its models at import), configured by its env vars: two runs
+    at once on the server, so that the limits per visitor are seen apart from the server's."""
     if str(SPACE) not in sys.path:
         sys.path.insert(0, str(SPACE))     # app.py imports its sibling modules, as `python space/app.py` does
-    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS",)}
-    os.environ.update(RNN_ZOO_WEIGHTS=str(weights))
+    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_TRAIN_RUNS")}
+    os.environ.update(RNN_ZOO_WEIGHTS=str(weights), RNN_ZOO_TRAIN_RUNS="2")
     try:
         spec = importlib.util.spec_from_file_location("rnn_zoo_app", SPACE / "app.py")
         module = importlib.util.module_from_spec(spec)
@@ -109,7 +110,7 @@ def running_app(weights: Path):
     """The app served on a free local port for as long as the context lasts."""
     app = import_app(weights)
     _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, css=app.CSS)
+                                quiet=True, **app.LAUNCH)
     try:
         yield RunningApp(app, url)
     finally:
