@@ -136,12 +136,14 @@ class Encoded:
     sha1: str                       # of the text as read (UTF-8, line ends translated)
 
 
-def encode_file(path: str | os.PathLike, tokenizer: Tokenizer, mmap_bytes: int = MMAP_BYTES) -> Encoded:
-    """Tokenize a text file chunk by chunk; a file larger than `mmap_bytes` keeps its ids in an unlinked
-    temporary file that is memory-mapped (the pages are the OS's to keep or drop; nothing is left on disk)."""
+def encode_file(path: str | os.PathLike, tokenizer: Tokenizer, mmap_bytes: int | None = None) -> Encoded:
+    """Tokenize a text file chunk by chunk; a file larger than `mmap_bytes` (default MMAP_BYTES) keeps its ids in
+    an unlinked temporary file that is memory-mapped (the pages are the OS's to keep or drop; nothing is left on
+    disk, even after a kill)."""
     path = Path(path).expanduser()
     encoder, digest, characters = Encoder(tokenizer), hashlib.sha1(), 0
-    sink = tempfile.TemporaryFile() if path.is_file() and path.stat().st_size > mmap_bytes else None
+    large = path.is_file() and path.stat().st_size > (MMAP_BYTES if mmap_bytes is None else mmap_bytes)
+    sink = tempfile.TemporaryFile() if large else None
     parts, count = [], 0
 
     def keep(ids: np.ndarray) -> None:
