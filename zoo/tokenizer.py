@@ -36,9 +36,10 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
-def ids_dtype(vocab_size: int) -> torch.dtype:
-    """The smallest integer dtype that holds every id and that torch indexes and converts everywhere."""
-    return torch.uint8 if vocab_size <= 256 else torch.int16 if vocab_size <= 32768 else torch.int32
+def ids_dtype(vocab_size: int) -> np.dtype:
+    """The smallest integer dtype that holds every id and that torch indexes and converts everywhere
+    (torch's uint16 and uint32 do not)."""
+    return np.dtype(np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32768 else np.int32)
 
 
 @dataclass
@@ -90,7 +91,8 @@ class Tokenizer:
         return len(self.tokens)
 
     @property
-    def dtype(self) -> torch.dtype:
+    def dtype(self) -> np.dtype:
+        """What its ids are stored as (numpy's; `torch.from_numpy` keeps it)."""
         return ids_dtype(len(self))
 
     def normalize(self, text: str) -> str:
@@ -105,7 +107,7 @@ class Tokenizer:
     def table(self) -> np.ndarray:
         """Code point -> id (0 for `<unk>`), for the character modes."""
         if self._table is None:
-            table = np.zeros(CODE_POINTS, dtype=np.dtype(str(self.dtype).removeprefix("torch.")))
+            table = np.zeros(CODE_POINTS, dtype=self.dtype)
             for i, token in enumerate(self.tokens[1:], start=1):
                 table[ord(token)] = i
             self._table = table
@@ -211,6 +213,7 @@ class Normalizer:
 
 
 def symbols_text(cps: np.ndarray) -> str:
+    """The inverse of `code_points`."""
     return cps.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
 
@@ -223,7 +226,7 @@ class Encoder:
         self.normalizer = Normalizer(tokenizer.mode)
         self.unknown: dict[str, None] = {}
         self.replaced: dict[str, None] = {}
-        self.dtype = np.dtype(str(tokenizer.dtype).removeprefix("torch."))
+        self.dtype = tokenizer.dtype
 
     def feed(self, chunk: str) -> np.ndarray:
         """The ids of the tokens this chunk completes."""
