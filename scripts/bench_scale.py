@@ -5,8 +5,9 @@ training epoch of gru, on texts of 1, 10 and 100 MB made by repeating the book.
     python scripts/bench_scale.py --sizes 1,10 --parts eval,load
     python scripts/bench_scale.py --json docs/bench/scale.json --timeout 3600
 
-Each measurement is a fresh process (`python -m zoo ...`, or a one-line loader), so its peak RSS is its own
-(`os.wait4`'s ru_maxrss) and nothing is shared between them. The texts are written once into --workdir
+Each measurement is a fresh process (`python -m zoo ...`, or a one-line loader) and its peak RSS is `os.wait4`'s
+ru_maxrss. Linux starts a child's high-water mark at its parent's RSS, so this script imports neither torch nor
+zoo: its own ~15 MB stay below every figure. The texts are written once into --workdir
 (default: a temporary folder) and never into the repository. Targets (issue 13): eval of 100 MB under 1 GB
 peak RSS and at least 100k characters/s on a 2-core CPU; loading a 100 MB training corpus under 2 GB; time
 linear in size. Other work on the machine slows the figures: the load average is printed with them.
@@ -24,11 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # run from a checkout: zoo need not be installed
-from zoo.data import DataError, read_chunks, read_text  # noqa: E402
-
 PARTS = ("eval", "load", "train")
 LOAD = "import sys; from zoo.data import load_corpus; c = load_corpus(sys.argv[1]); print(len(c.splits.train))"
+# The book's path as zoo finds it ($ZOO_DATA, the cache, or a download), or zoo's one-line reason on stderr.
+BOOK = ("import sys; from zoo.data import DataError, timemachine_path\n"
+        "try: print(timemachine_path())\nexcept DataError as e: sys.exit(str(e))")
 
 
 def processor() -> str:
@@ -40,11 +41,27 @@ def processor() -> str:
         return platform.processor() or "unknown"
 
 
-def make_text(workdir: Path, megabytes: float, source: Path | None) -> Path:
-    """The book (or `source`) repeated to `megabytes` MB (10^6 bytes), cut at a line end; written once."""
+def book(source: Path | None) -> Path:
+    """`source`, or the book where zoo finds it; SystemExit with zoo's reason when there is none."""
+    if source:
+        return source
+    found = subprocess.run([sys.executable, "-c", BOOK], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if found.returncode:
+        sys.exit(f"bench_scale: {found.stderr.strip()}")
+    return Path(found.stdout.strip())
+
+
+def characters(path: Path) -> int:
+    with open(path, encoding="utf-8") as f:
+        return sum(len(chunk) for chunk in iter(lambda: f.read(1 << 20), ""))
+
+
+def make_text(workdir: Path, megabytes: float, source: Path) -> Path:
+    """`source` repeated to `megabytes` MB (10^6 bytes), cut at a line end; written once."""
     path = workdir / f"book-{megabytes:g}MB.txt"
     if not path.is_file():
-        book = read_text(source)
+        book = source.read_text(encoding="utf-8")
         target = int(megabytes * 1e6)
         text = book * (target // len(book) + 1)
         path.write_text(text[:text.rfind("\n", 0, target) + 1], encoding="utf-8")
@@ -119,27 +136,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parts = [part for part in args.parts.split(",") if part]
     if set(parts) - set(PARTS):
         p.error(f"--parts: choose among {', '.join(PARTS)}")
-    try:
-        return measure_all(args, sizes, parts)
-    except DataError as e:   # no corpus at hand: say what to do, in one line
-        sys.exit(f"bench_scale: {e}")
-
-
-def measure_all(args, sizes: list[float], parts: list[str]) -> list[dict]:
+    source = book(args.data)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        texts = {megabytes: make_text(workdir, megabytes, args.data) for megabytes in sizes}
+        texts = {megabytes: make_text(workdir, megabytes, source) for megabytes in sizes}
         print(f"{processor()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
               f"load average {os.getloadavg()[0]:.1f} at the start", flush=True)
         print("| part | text | time (s) | peak RSS (MB) | characters/s | |\n|---|---|---|---|---|---|", flush=True)
         results = []
         for megabytes, text in texts.items():
-            characters = sum(len(chunk) for chunk in read_chunks(text))
+            count = characters(text)
             for part in parts:
                 r = run_part(part, text, args, workdir)
-                print(row(part, megabytes, characters, r), flush=True)
-                results.append({"part": part, "megabytes": megabytes, "characters": characters,
+                print(row(part, megabytes, count, r), flush=True)
+                results.append({"part": part, "megabytes": megabytes, "characters": count,
                                 **{k: v for k, v in r.items() if k not in ("stdout", "stderr")}})
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
