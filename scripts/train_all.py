@@ -9,8 +9,9 @@ REPORT.md, and optionally publish each one to the Hugging Face Hub.
 
 Each model folder `OUT/<model>/` is also its run folder: the resumable checkpoint lives there while the model
 trains (and is removed once the folder is complete, unless --keep-checkpoints). Run the same command again
-after an interruption: finished models are skipped (--force retrains them), an interrupted one resumes from
-its checkpoint. A model that fails is reported in one line and the others go on; the exit status is then 1.
+after an interruption: finished models are skipped (--overwrite retrains them), an interrupted one resumes from
+its checkpoint. A folder holding any other model is left alone unless --overwrite is given. A model that fails
+is reported in one line and the others go on; the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -26,16 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 from zoo import checkpoint as ckpt  # noqa: E402
 from zoo.card import README, duration, repo_name, write_card  # noqa: E402
 from zoo.cli import EXPECTED_ERRORS, pick_device  # noqa: E402
-from zoo.data import MODES, Tokenizer, load_corpus  # noqa: E402
-from zoo.fit import METRICS, fit, fit_ngram_run  # noqa: E402
+from zoo.data import Tokenizer, load_corpus  # noqa: E402
+from zoo.fit import METRICS, clear, fit, fit_ngram_run, held  # noqa: E402
 from zoo.hub import HubError, artefacts, push  # noqa: E402
 from zoo.models import BOOK, create_model, list_models  # noqa: E402
+from zoo.tokenizer import MODES  # noqa: E402
 from zoo.recipes import RECIPES, Recipe, recipe_for  # noqa: E402
 from zoo.report import write_report  # noqa: E402
 from zoo.train import STATE_FILE, Trainer, read_state  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"
-RUN_FILES = [STATE_FILE, ckpt.WEIGHTS, ckpt.CONFIG, METRICS, README]   # what --force removes
 
 
 def say(line: str) -> None:
@@ -51,22 +52,31 @@ def one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------- state of a model folder
 
 def is_done(folder: Path) -> bool:
-    """A complete model folder: the final metrics are in config.json, and a network's history is written
-    (fit writes metrics.json last)."""
+    """A complete model folder: config.json (written last) holds the final metrics and the checksum of the
+    weights beside it, and a network's history is written."""
     try:
         info = ckpt.load_json(folder / ckpt.CONFIG)
-    except ckpt.CheckpointError:
+        same = info.get(ckpt.SHA256) == ckpt.sha256_of(folder / ckpt.WEIGHTS)
+    except (ckpt.CheckpointError, OSError):
         return False
-    return "metrics" in info and (info["model"].get("arch") == "ngram" or (folder / METRICS).is_file())
+    return same and "metrics" in info and (info["model"].get("arch") == "ngram" or (folder / METRICS).is_file())
 
 
-def plan(name: str, folder: Path, force: bool) -> str:
-    """What a run does with this model: "skip", "resume" or "train"."""
-    if force:
+def plan(name: str, folder: Path, overwrite: bool) -> str:
+    """What a run does with this model: "skip", "resume", "train", or "refuse" (a folder that holds a model
+    which is neither finished nor resumable: its files are not this script's to replace unless told)."""
+    if overwrite:
         return "train"
     if is_done(folder):
         return "skip"
-    return "resume" if name != "ngram" and (folder / STATE_FILE).is_file() else "train"
+    if name != "ngram" and (folder / STATE_FILE).is_file():
+        return "resume"
+    return "refuse" if held(folder) else "train"
+
+
+def refused(folder: Path) -> str:
+    return (f"{folder} holds a model that is not a finished run of this recipe ({', '.join(held(folder))}); "
+            f"--overwrite replaces it")
 
 
 # ---------------------------------------------------------------------------- training
@@ -87,8 +97,7 @@ class Corpora:
 def train_one(name: str, folder: Path, action: str, args, corpora: Corpora, device: torch.device) -> dict:
     """Train (or resume, or count) one model into `folder`; return its final metrics."""
     if action == "train":
-        for file in RUN_FILES:
-            (folder / file).unlink(missing_ok=True)
+        clear(folder)
     if name == "ngram":
         return fit_ngram_run(corpora.get(), folder, args.ngram_max_order, not args.ngram_no_tune)
     overrides = recipe_overrides(args)
@@ -119,7 +128,7 @@ def skipped(name: str, folder: Path, args) -> str:
         asked = recipe_for(args.recipe, name, **recipe_overrides(args)).to_dict()
         differs = [k for k, v in asked.items() if done.get(k, v) != v]
     other = f" (trained with another {', '.join(differs)})" if differs else ""
-    return f"done in {folder}{other}, skipped (--force retrains)"
+    return f"done in {folder}{other}, skipped (--overwrite retrains)"
 
 
 def summary(name: str, m: dict) -> str:
@@ -141,11 +150,13 @@ def dry_run(args, models: list[str]) -> int:
     """Print what would be trained and what would be pushed where; touch nothing, no network."""
     for name in models:
         folder = args.out / name
-        action = "rebuild card" if args.report_only else plan(name, folder, args.force)
+        action = "rebuild card" if args.report_only else plan(name, folder, args.overwrite)
         detail = {"resume": "resume from its checkpoint",
                   "train": f"train ({'counts' if name == 'ngram' else args.recipe + ' recipe'})"}.get(action, action)
         if action == "skip":
             detail = skipped(name, folder, args)
+        elif action == "refuse":
+            detail = f"refuse: {refused(folder)}"
         print(f"{name:20s} {detail}" + ("" if action == "skip" else f" -> {folder}"))
         if args.push:
             files = artefacts(folder) if is_done(folder) else {}
@@ -165,14 +176,16 @@ def run(args, models: list[str]) -> int:
     failed: dict[str, str] = {}
     corpora, device = Corpora(args.data, args.tokens), pick_device(args.device)
     progress = sys.stderr.isatty()
-    if not args.report_only and "train" in (plan(name, args.out / name, args.force) for name in models):
+    if not args.report_only and "train" in (plan(name, args.out / name, args.overwrite) for name in models):
         corpora.get()   # an unreadable corpus stops everything here, in one line, rather than once per model
     for name in tqdm(models, desc="models", unit="model", disable=not progress or args.report_only):
         folder = args.out / name
-        action = "card" if args.report_only else plan(name, folder, args.force)
+        action = "card" if args.report_only else plan(name, folder, args.overwrite)
         try:
             if action == "skip":
                 say(f"{name}: {skipped(name, folder, args)}")
+            elif action == "refuse":
+                raise ckpt.CheckpointError(refused(folder))
             elif action in ("train", "resume"):
                 say(summary(name, train_one(name, folder, action, args, corpora, device)))
             if is_done(folder):
@@ -225,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", choices=MODES, default="book", help="tokenizer: book, chars or words (default: book)")
     p.add_argument("--hidden", type=int, help="hidden units of every network (default: 256)")
     p.add_argument("--layers", type=int, help="recurrent layers (default: 1, 2 for deep models)")
-    p.add_argument("--force", action="store_true", help="retrain models that are already done in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain models whose folders in --out already hold a model, replacing them")
     p.add_argument("--ngram-max-order", type=int, default=12, help="the n-gram tries orders 2..N (default: 12)")
     p.add_argument("--ngram-no-tune", action="store_true", help="keep Chen & Goodman's discounts (faster)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each finished run's resumable checkpoint")

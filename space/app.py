@@ -1,18 +1,22 @@
 """RNN Zoo in the browser: the book's recurrent models side by side on one prompt, on one text, in training,
 and inside their gates; and one that the visitor trains, live.
 
-`python space/app.py` serves the page. Configured by environment variables, read here only:
-    RNN_ZOO_NAMESPACE  Hub owner of the model repos `<namespace>/rnn-zoo-<model>` (default rnn-zoo; empty: no Hub)
-    RNN_ZOO_WEIGHTS    the bundled weights, one folder per model, used when the Hub cannot be had
-                       (default: weights/ beside the zoo package, i.e. <repo>/weights)
+`python space/app.py` serves the page. The models are the bundled weights, except those that this folder's
+README.md pins to a Hub commit (`preload_from_hub`; see loader.py). Configured by environment variables, read
+here only:
+    RNN_ZOO_WEIGHTS    the bundled weights, one folder per model (default: weights/ beside the zoo package,
+                       i.e. <repo>/weights)
     RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
     RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
     ZOO_BACKEND        what runs the recurrent layers: auto (default: the fastest, measured), step, torch, kernel
+Nothing is uploaded (max_file_size 0: no component takes a file); SIGTERM ends the server as Ctrl-C does, so
+the Train tab's run folders are removed either way.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -28,16 +32,16 @@ import tab_train  # noqa: E402
 import tab_training  # noqa: E402
 from book import Memorised, held_out_passage, load_book  # noqa: E402
 from device import DEVICE  # noqa: E402
-from loader import Slot, load_zoo  # noqa: E402
-from train_runs import Runs, Session, forget  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+from loader import Slot, hub_pins, load_zoo  # noqa: E402
+from train_runs import Runs, Session, client_of, forget  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo import backends, kernels  # noqa: E402
 from zoo.data import Corpus  # noqa: E402
 from zoo.models import BOOK  # noqa: E402
 
-DEFAULT_NAMESPACE = "rnn-zoo"    # space/README.md lists its repos under `models:` (a test holds the two equal)
-HUB_NAMESPACE = os.environ.get("RNN_ZOO_NAMESPACE", DEFAULT_NAMESPACE)
+PINS = hub_pins(HERE / "README.md")   # the Hub commits the deployment trusts; none: the bundled weights
 WEIGHTS = Path(os.environ.get("RNN_ZOO_WEIGHTS") or Path(zoo.__file__).resolve().parents[1] / "weights")
 MODEL_CONCURRENCY = os.cpu_count() or 2   # model calls at once, one core each (device.runs_models); more queue
 QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is full, instead of waiting minutes
@@ -46,6 +50,7 @@ TRAIN_RUNS = int(os.environ.get("RNN_ZOO_TRAIN_RUNS") or
 TRAIN_SECONDS = int(os.environ.get("RNN_ZOO_TRAIN_SECONDS") or 60)
 BACKEND = backends.check_name(os.environ.get(backends.ENV) or "auto")
 SESSION_SECONDS = 3 * 3600   # a visitor's trained models and files are kept this long after their last run
+MAX_UPLOAD_BYTES = 0         # no component takes a file: Gradio's upload route refuses any content
 # Per-character colouring as running text: no gap, padding or rounding between the one-character tokens.
 CSS = """
 .surprisal .token-container, .surprisal .token {
@@ -70,7 +75,7 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
     """The page: one tab per view, each built from the same loaded models (and the visitor's own, trained in
     the Train tab and kept in their session)."""
     loaded = sum(s.ok for s in slots.values())
-    runs = runs or Runs(TRAIN_RUNS)
+    runs = runs or Runs(TRAIN_RUNS, get_upload_folder())
     with gr.Blocks(title="RNN Zoo", analytics_enabled=False, delete_cache=(3600, SESSION_SECONDS)) as demo:
         gr.Markdown(f"# RNN Zoo\nThe recurrent language models of *Dive into Deep Learning* (8.5-9.3), written "
                     f"from scratch and with `torch.nn`, and a Kneser-Ney n-gram as the line to beat: {loaded} of "
@@ -90,7 +95,7 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
 
         def page_closed(request: gr.Request) -> None:
             """A visitor who leaves stops their run (Gradio also closes its generator)."""
-            runs.stop(request.session_hash, closed=True)
+            runs.stop(request.session_hash, client_of(request), closed=True)
         demo.unload(page_closed)
     return demo.queue(default_concurrency_limit=MODEL_CONCURRENCY, max_size=QUEUE_SIZE)
 
@@ -107,12 +112,15 @@ def from_the_book(slots: dict[str, Slot]) -> tuple[Memorised | None, str, dict[s
 
 
 kernels.available()           # loads the C++ kernels, or starts building them in the background: nothing waits
-slots = load_zoo(BOOK, HUB_NAMESPACE, WEIGHTS, DEVICE)
+slots = load_zoo(BOOK, PINS, WEIGHTS, DEVICE)
 for slot in slots.values():
     if slot.ok and hasattr(slot.pretrained.model, "use_backend"):
         slot.pretrained.model.use_backend(BACKEND)
-train_runs = Runs(TRAIN_RUNS)
+# The run folders live in Gradio's own cache folder, so that gr.File serves them without a second copy.
+train_runs = Runs(TRAIN_RUNS, get_upload_folder())
 demo = build_demo(slots, *from_the_book(slots), runs=train_runs)
+LAUNCH = dict(css=CSS, max_file_size=MAX_UPLOAD_BYTES)
 
 if __name__ == "__main__":
-    demo.launch(css=CSS)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # a clean exit, as Ctrl-C: atexit removes the runs
+    demo.launch(**LAUNCH)

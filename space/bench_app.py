@@ -1,12 +1,12 @@
 """How fast the app is here: start-up (process start to the page served) and one comparison of the eight
 networks, 200 characters each, through the API as a visitor gets it.
 
-    python space/bench_app.py               # the models app.py loads (Hub, else $RNN_ZOO_WEIGHTS or weights/)
+    python space/bench_app.py               # the models app.py loads ($RNN_ZOO_WEIGHTS or weights/, or pinned)
     python space/bench_app.py --untrained   # full-size untrained networks in a temporary folder
 
 Sampling speed does not depend on the training, so --untrained measures the same work where the trained
-weights are not there yet. The app runs as `python space/app.py` with the default Hub namespace, so the
-start-up includes finding out that the Hub cannot be reached (here) and falling back to the bundled weights.
+weights are not there yet. The app runs as `python space/app.py`, so the start-up includes loading and
+checking every model folder (sizes, checksum, values) as a deployment does.
 """
 from __future__ import annotations
 

@@ -1,21 +1,28 @@
-"""The page's models, loaded once at start-up: each from its Hub repo, else from the bundled weights folder.
+"""The page's models, loaded once at start-up: the bundled weights folder, or a Hub repo at a commit that the
+deployment pins.
 
-Nothing here raises: a model that cannot be loaded becomes a `Slot` holding the error, which its panel
-shows while the rest of the page works. The Hub is asked once per process whether it can be reached
-(`zoo.hub`), so an offline start falls back to the bundled weights at once.
+The Hub is trusted only as far as the Space's README says: its `preload_from_hub` entries, each a repo, its
+files and a 40-hex commit (the Spaces platform downloads them into the Hub cache when it builds the Space).
+A model with such an entry is loaded from that commit; any other model, and a pinned one whose commit cannot
+be had, from `weights/<model>`. Nothing here raises: a model that cannot be loaded becomes a `Slot` holding
+the reason in one line, which its panel shows while the rest of the page works.
 """
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import SpaceCard
 
 from zoo.card import repo_name
 from zoo.checkpoint import CheckpointError, Pretrained, load_json, load_model
 from zoo.fit import METRICS
 from zoo.hub import download
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass
@@ -32,9 +39,29 @@ class Slot:
         return self.pretrained is not None
 
 
-def hub_id(namespace: str, name: str) -> str:
-    """The Hub repo of a model, named as scripts/train_all.py pushes it: `rnn-zoo/rnn-zoo-gru`."""
-    return f"{namespace}/{repo_name(name)}"
+@dataclass(frozen=True)
+class Pin:
+    """A Hub repo that the Space's README names, and the commit it pins (None: it pins none)."""
+    repo: str
+    commit: str | None
+
+
+def hub_pins(readme: str | Path) -> dict[str, Pin]:
+    """The `preload_from_hub` entries of a Space's README (`repo [files] [commit]`), by repo name
+    (`rnn-zoo-gru`): the only Hub repos the app loads from, and only at their commit."""
+    entries = SpaceCard.load(readme).data.to_dict().get("preload_from_hub") or []
+    pins = {}
+    for entry in entries:
+        repo, *rest = str(entry).split()
+        commit = rest[-1] if rest and COMMIT.fullmatch(rest[-1]) else None
+        pins[repo.split("/")[-1]] = Pin(repo, commit)
+    return pins
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line for a panel: our own errors say what is wrong; others also say what they are."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, CheckpointError) else f"{type(e).__name__}: {text}"
 
 
 def from_folder(name: str, folder: Path, source: str, device: torch.device) -> Slot:
@@ -44,27 +71,27 @@ def from_folder(name: str, folder: Path, source: str, device: torch.device) -> S
     return Slot(name, source, pretrained, history=history)
 
 
-def load_slot(name: str, namespace: str, weights: Path, device: torch.device) -> Slot:
-    """The Hub repo when a namespace is set and it can be had, else `weights/<name>`, else the error."""
-    why_not_hub = "no Hub namespace is set"
-    if namespace:
-        repo = hub_id(namespace, name)
+def load_slot(name: str, pin: Pin | None, weights: Path, device: torch.device) -> Slot:
+    """The pinned Hub commit when there is one and it can be had, else `weights/<name>`, else the reason."""
+    why_not_hub = "no Hub commit is pinned for it"
+    if pin and not pin.commit:
+        why_not_hub = f"{pin.repo} is listed without a commit, so it is not trusted"
+    elif pin:
         try:
-            return from_folder(name, download(repo), f"from the Hub: {repo}", device)
-        except CheckpointError as e:
-            why_not_hub = str(e)
+            return from_folder(name, download(pin.repo, pin.commit), f"from the Hub: {pin.repo}@{pin.commit[:10]}",
+                               device)
+        except Exception as e:   # whatever a repo holds, it must not stop the page: the bundled weights follow
+            why_not_hub = f"{pin.repo}@{pin.commit[:10]}: {one_line(e)}"
     folder = Path(weights) / name
     source = f"bundled weights {folder} ({why_not_hub})"
     try:
         return from_folder(name, folder, source, device)
-    except CheckpointError as e:
-        return Slot(name, source, error=str(e))
     except Exception as e:   # a folder of unknown content: whatever it raises belongs in its panel
-        return Slot(name, source, error=f"{type(e).__name__}: {e}")
+        return Slot(name, source, error=one_line(e))
 
 
-def load_zoo(names: list[str], namespace: str, weights: Path, device: torch.device) -> dict[str, Slot]:
+def load_zoo(names: list[str], pins: dict[str, Pin], weights: Path, device: torch.device) -> dict[str, Slot]:
     """Every model in `names`, loaded side by side (the Hub downloads overlap), in the order given."""
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        slots = pool.map(lambda name: load_slot(name, namespace, weights, device), names)
+        slots = pool.map(lambda name: load_slot(name, pins.get(repo_name(name)), weights, device), names)
         return {slot.name: slot for slot in slots}

@@ -6,7 +6,7 @@ import gradio as gr
 import torch
 from device import runs_models
 from inputs import check_number, check_text, refuse
-from loader import Slot
+from loader import Slot, one_line
 from matplotlib.figure import Figure
 
 from zoo.gates import gate_activations, gate_names
@@ -82,8 +82,11 @@ def build(slots: dict[str, Slot]) -> None:
             raise refuse("The model reads this text as nothing at all: give it some letters.")
         tokens = pretrained.tokenizer.split(text)
         note = f"Showing the first {SHOWN} of {len(tokens):,} characters." if len(tokens) > SHOWN else ""
-        figure = heatmap(activations(name, ids, layer), tokens[:SHOWN], chosen,
-                         f"{name}, layer {layer} of {config.num_layers}")
+        try:
+            maps = activations(name, ids, layer)
+        except Exception as e:   # the model failed: say so in its place, as the other tabs' panels do
+            raise refuse(f"{name} failed: {one_line(e)}") from None
+        figure = heatmap(maps, tokens[:SHOWN], chosen, f"{name}, layer {layer} of {config.num_layers}")
         return note, figure
 
     gr.on([run.click, text.submit], gates, [model, text, layer, units], [status, plot], api_name="gates",

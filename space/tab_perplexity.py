@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from device import runs_models
 from inputs import check_text, refuse, vocabulary_note
-from loader import Slot
+from loader import Slot, one_line
 from matplotlib.figure import Figure
 from train_runs import Session, yours
 
@@ -80,8 +80,8 @@ def build(slots: dict[str, Slot], examples: dict[str, str], visitor: gr.State | 
                 continue
             try:
                 scored[name] = colour(slot, text)
-            except ValueError as e:
-                failed.append(f"{name}: {e}")
+            except Exception as e:   # one model's failure is its line; the others are scored
+                failed.append(f"{name}: {one_line(e)}")
         return scored, failed
 
     def perplexity(text, visitor: Session | None = None):

@@ -11,7 +11,7 @@ import gradio as gr
 from book import Memorised
 from device import runs_models
 from inputs import check_number, check_text, refuse, vocabulary_note
-from loader import Slot
+from loader import Slot, one_line
 from train_runs import yours
 
 from zoo.generate import generate
@@ -47,8 +47,8 @@ def continuation(slot: Slot, prompt: str, length: int, temperature: float, top_k
     started = time.perf_counter()
     try:
         out = generate(model, tokenizer, prompt, length, temperature, top_k, top_p, seed=seed)
-    except ValueError as e:
-        return f"⚠️ {e}", None
+    except Exception as e:   # whatever one model raises is its panel's message; the other panels answer
+        return f"⚠️ {one_line(e)}", None
     seconds = time.perf_counter() - started
     text, start = out.texts[0], len(out.prefix)
     new = len(text) - start                           # a sampled <unk> shows as 5 characters, counts as one

@@ -7,8 +7,8 @@ The loop is the library's: `zoo.train.Trainer.run()` yields a log every LOG_EVER
 handler, a generator, passes the page an update at most every UPDATE_EVERY seconds. Stop sets the run's
 stop flag, read between two logs, and the run ends as one that ran out of time does: the best weights, scored
 on all three splits, saved. A closed page ends it without saving (Gradio closes the generator, and the
-unload event sets the flag). Limits: `train_runs.Runs` (runs at once, one per visitor), the time limit
-(the recipe's time budget) and MAX_PARAMETERS.
+unload event sets the flag). Limits: `train_runs.Runs` (runs at once, one per visitor and address, seconds
+per address an hour, the run folders kept), the time limit (the recipe's time budget) and MAX_PARAMETERS.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import gradio as gr
 import torch
 from device import DEVICE
 from inputs import check_number, check_text, refuse
-from train_runs import COLOURS, Run, Runs, Session, Ticket
+from train_runs import COLOURS, Run, Runs, Session, Ticket, client_of
 
 from zoo import create_model, list_models
 from zoo.checkpoint import CONFIG, WEIGHTS, load_model
@@ -150,7 +150,7 @@ def progress(run: Run, log, valid: float | None, seconds: int) -> str:
             f"{seconds} s on {DEVICE_TRAIN.type}")
 
 
-def stream(corpus: Corpus, settings: Settings, prompt: str, visitor: Session, ticket: Ticket, root: Path):
+def stream(corpus: Corpus, settings: Settings, prompt: str, visitor: Session, ticket: Ticket, runs: Runs):
     """Train, yielding the page's (status, plot, greedy, sampled, files, session) at most every UPDATE_EVERY
     seconds (the continuations every SAMPLE_EVERY), until the time limit, Stop or a closed page."""
     torch.set_num_threads(1)    # one core per run: the other tabs keep the rest (see device.py)
@@ -192,20 +192,23 @@ def stream(corpus: Corpus, settings: Settings, prompt: str, visitor: Session, ti
     yield (f"**{run.name}** ({run.label}): scoring the best weights on all three splits…", *[gr.skip()] * 5)
     torch.set_num_threads(1)
     why = "stopped" if ticket.stop.is_set() else f"⚠️ ended: {failed}" if failed else None
-    finish(corpus, settings, trainer, run, why, root)
+    finish(corpus, settings, trainer, run, why, runs)
     done = f"**{run.summary}**. It is now *your model* in the Sample and Perplexity tabs, and below to download."
     yield (done + previous(visitor), plotted(visitor),
            *continuations(run.pretrained.model, corpus.tokenizer, prompt), run.files, visitor)
 
 
-def finish(corpus: Corpus, settings: Settings, trainer: Trainer, run: Run, why: str | None, root: Path) -> None:
+def finish(corpus: Corpus, settings: Settings, trainer: Trainer, run: Run, why: str | None, runs: Runs) -> None:
     """The best weights scored on the three splits (validation: the whole split), saved as a model folder in a
-    folder of the run's under `root`, and loaded back from it: the run's model, files and summary."""
+    folder of the run's under `runs.root` (counted against the server's caps), and loaded back from it: the
+    run's model, files and summary."""
     metrics = trainer.finish()
     metrics["valid_perplexity"] = score(trainer.model, corpus.splits.valid).perplexity
-    run.folder = tempfile.mkdtemp(dir=root)
+    run.folder = tempfile.mkdtemp(dir=runs.root)
     folder = save_run(Path(run.folder) / f"{run.name.replace(' ', '-')}-{settings.name}", trainer, metrics,
                       {**corpus.source, "train_tokens": settings.tokens or len(corpus.splits.train)})
+    run.size = sum(path.stat().st_size for path in folder.iterdir())
+    runs.keep(run)
     run.pretrained = replace(load_model(folder, DEVICE_TRAIN), source=run.label)
     run.files = [str(folder / WEIGHTS), str(folder / CONFIG)]
     why = why or ("time is up" if metrics["train_seconds"] >= settings.seconds else "done")
@@ -268,18 +271,18 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
         prompt = check_text(prompt, "prompt")
         if not corpus.tokenizer.encode(prompt):
             raise refuse("The model would read this prompt as nothing at all: give it some letters.")
-        ticket = runs.start(request.session_hash, settings.seconds)
+        ticket = runs.start(request.session_hash, client_of(request), settings.seconds)
         try:
             visitor = visitor or Session()
             visitor.compare = compare
-            yield from stream(corpus, settings, prompt, visitor, ticket, runs.root)
+            yield from stream(corpus, settings, prompt, visitor, ticket, runs)
         finally:
             runs.end(ticket)
 
     def stop_training(request: gr.Request) -> None:
         """Ask this visitor's run to stop; it then finishes as a run that ran out of time does. Said in a
         toast: a message in the status line could arrive after the run's last one and hide it."""
-        stopping = runs.stop(request.session_hash)
+        stopping = runs.stop(request.session_hash, client_of(request))
         gr.Info("Stopping: the best weights are scored and saved…" if stopping else "No run of yours is training.")
 
     settings = [name, hidden, layers, optimizer, lr, batching, num_steps, batch_size, text, seconds, prompt, compare,

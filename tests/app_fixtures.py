@@ -7,7 +7,7 @@ to 6, discounts not tuned: `zoo.fit.fit_ngram_run` takes ~25 s on the whole corp
 Run as a script to make a folder for trying the app by hand:
 
     PYTHONPATH=. python tests/app_fixtures.py /tmp/weights
-    RNN_ZOO_WEIGHTS=/tmp/weights RNN_ZOO_NAMESPACE= python space/app.py
+    RNN_ZOO_WEIGHTS=/tmp/weights python space/app.py
 """
 from __future__ import annotations
 
@@ -59,10 +59,11 @@ def make_weights(out: str | Path, corpus: Corpus, epochs: int = 3) -> Path:
 
 def make_ngram(out: Path, corpus: Corpus) -> None:
     """The n-gram folder with the metrics `fit_ngram_run` writes that the app reads."""
-    model, _ = fit_ngram(corpus.splits.train, corpus.splits.valid, len(corpus.tokenizer), range(2, 7), tune=False)
-    test = score(model, corpus.splits.test)
-    metrics = {"train_perplexity": score(model, corpus.splits.train).perplexity,
-               "valid_perplexity": score(model, corpus.splits.valid).perplexity, "test_perplexity": test.perplexity,
+    train, valid, test = (ids.long() for ids in (corpus.splits.train, corpus.splits.valid, corpus.splits.test))
+    model, _ = fit_ngram(train, valid, len(corpus.tokenizer), range(2, 7), tune=False)
+    test = score(model, test)
+    metrics = {"train_perplexity": score(model, train).perplexity,
+               "valid_perplexity": score(model, valid).perplexity, "test_perplexity": test.perplexity,
                "test_bits_per_token": test.bits_per_token, "order": model.config.order, "parameters": 0}
     save_model(out, "ngram", model, corpus.tokenizer, metrics=metrics)
 
@@ -79,12 +80,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def import_app(weights: Path, namespace: str = ""):
-    """space/app.py imported as a module (it loads its models at import), configured by its env vars."""
+def import_app(weights: Path):
+    """space/app.py imported as a module (it loads its models at import), configured by its env vars: two runs
+    at once on the server, so that the limits per visitor are seen apart from the server's."""
     if str(SPACE) not in sys.path:
         sys.path.insert(0, str(SPACE))     # app.py imports its sibling modules, as `python space/app.py` does
-    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_NAMESPACE")}
-    os.environ.update(RNN_ZOO_WEIGHTS=str(weights), RNN_ZOO_NAMESPACE=namespace)
+    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_TRAIN_RUNS")}
+    os.environ.update(RNN_ZOO_WEIGHTS=str(weights), RNN_ZOO_TRAIN_RUNS="2")
     try:
         spec = importlib.util.spec_from_file_location("rnn_zoo_app", SPACE / "app.py")
         module = importlib.util.module_from_spec(spec)
@@ -109,7 +111,7 @@ def running_app(weights: Path):
     """The app served on a free local port for as long as the context lasts."""
     app = import_app(weights)
     _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, css=app.CSS)
+                                quiet=True, **app.LAUNCH)
     try:
         yield RunningApp(app, url)
     finally:

@@ -1,5 +1,7 @@
 """The app's API through gradio_client against the launched app: every tab's endpoint, bad inputs, seeds,
 a model that fails to load, and where the models come from (the Hub, or the bundled weights)."""
+import importlib.util
+import json
 import math
 import sys
 import time
@@ -13,18 +15,24 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import constants, create_repo, upload_folder
 
-from zoo.models import BOOK
+from zoo import create_model
+from zoo.card import repo_name
+from zoo.checkpoint import load_json, load_model, save_model
 from zoo.evaluate import score
 from zoo.hub import hub_reachable
+from zoo.models import BOOK
 
 if str(SPACE) not in sys.path:
     sys.path.insert(0, str(SPACE))
 
 from book import Memorised  # noqa: E402
-from loader import Slot, hub_id, load_slot, load_zoo  # noqa: E402
+from loader import Pin, Slot, hub_pins, load_slot, load_zoo  # noqa: E402
 from tab_sample import marked  # noqa: E402
 
 NETWORKS = [name for name in BOOK if name not in ("ngram", CORRUPTED)]
+_spec = importlib.util.spec_from_file_location("pin_space", SPACE.parent / "scripts" / "pin_space.py")
+pin_space = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pin_space)
 SETTINGS = dict(length=200, decoding="sample", temperature=0.8, top_k=0, top_p=1.0, seed=1)
 
 
@@ -221,11 +229,15 @@ def test_gates_bad_input_gets_a_clear_message(client, model, layer, units, messa
 
 # ---------------------------------------------------------------------------- where the models come from
 
-def test_the_space_card_lists_the_models_the_app_loads(app):
+def test_the_space_card_lists_the_models_the_app_loads_and_pins_them(app):
     card = yaml.safe_load((SPACE / "README.md").read_text(encoding="utf-8").split("---")[1])
     assert card["sdk"] == "gradio" and card["sdk_version"] == gradio.__version__
     assert (SPACE / card["app_file"]).is_file()
-    assert card["models"] == [hub_id(app.module.DEFAULT_NAMESPACE, name) for name in BOOK]
+    pins = app.module.PINS
+    assert card.get("models", []) == [pin.repo for pin in pins.values()]
+    assert all(pin.commit for pin in pins.values())                      # nothing from the Hub unpinned
+    bundled = [name for name in BOOK if repo_name(name) not in pins]
+    assert all("bundled weights" in app.module.slots[name].source for name in bundled)
 
 
 def test_corrupted_folder_fails_in_its_own_slot_only(app):
@@ -245,17 +257,69 @@ def test_offline_start_falls_back_to_the_bundled_weights_at_once(monkeypatch, tm
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     hub_reachable.cache_clear()
+    pins = {repo_name(name): Pin(f"ns/{repo_name(name)}", "a" * 40) for name in BOOK}
     started = time.perf_counter()
-    slots = load_zoo(BOOK, "rnn-zoo", app_weights, torch.device("cpu"))
+    slots = load_zoo(BOOK, pins, app_weights, torch.device("cpu"))
     assert time.perf_counter() - started < 5
     assert all(s.ok for name, s in slots.items() if name != CORRUPTED)
     assert "bundled weights" in slots["gru"].source and "cannot be reached" in slots["gru"].source
 
 
-def test_a_model_on_the_hub_is_loaded_from_there(local_hub, app_weights):
+def pin_to_the_hub(tmp_path, *args) -> dict:
+    """space/README.md copied and pinned by scripts/pin_space.py, as a deployment does; its pins."""
+    readme = tmp_path / "README.md"
+    readme.write_text((SPACE / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert pin_space.main([*args, "--readme", str(readme)]) == 0
+    return hub_pins(readme)
+
+
+def test_only_a_pinned_commit_is_loaded_from_the_hub(local_hub, app_weights, tmp_path, corpus):
+    """The README pins gru at its commit: the app loads that commit, not a newer one pushed later, and loads
+    the other models (no repo, or listed without a commit) from the bundled weights."""
     create_repo("test-ns/rnn-zoo-gru")
     upload_folder(repo_id="test-ns/rnn-zoo-gru", folder_path=app_weights / "gru")
-    gru = load_slot("gru", "test-ns", app_weights, torch.device("cpu"))
-    lstm = load_slot("lstm", "test-ns", app_weights, torch.device("cpu"))
-    assert gru.ok and gru.source == "from the Hub: test-ns/rnn-zoo-gru" and len(gru.history) == 3
-    assert lstm.ok and lstm.source.startswith("bundled weights") and "no model repo" in lstm.source
+    pins = pin_to_the_hub(tmp_path, "test-ns")
+    commit = local_hub.commits("test-ns/rnn-zoo-gru")[-1]
+    assert pins == {"rnn-zoo-gru": Pin("test-ns/rnn-zoo-gru", commit)}
+    assert "test-ns/rnn-zoo-gru config.json,model.safetensors,metrics.json " + commit in \
+        (tmp_path / "README.md").read_text()
+
+    pinned = load_model(app_weights / "gru")
+    other = create_model("gru", vocab_size=len(corpus.tokenizer), num_hiddens=32)     # what a later push holds
+    save_model(tmp_path / "later", "gru", other, corpus.tokenizer)
+    upload_folder(repo_id="test-ns/rnn-zoo-gru", folder_path=tmp_path / "later")
+    gru = load_slot("gru", pins["rnn-zoo-gru"], app_weights, torch.device("cpu"))
+    assert gru.ok and gru.source == f"from the Hub: test-ns/rnn-zoo-gru@{commit[:10]}" and len(gru.history) == 3
+    X = torch.randint(0, 28, (1, 20))
+    assert torch.equal(gru.pretrained.model(X)[0], pinned.model(X)[0])
+
+    lstm = load_slot("lstm", pins.get("rnn-zoo-lstm"), app_weights, torch.device("cpu"))
+    assert lstm.ok and lstm.source.startswith("bundled weights") and "no Hub commit is pinned" in lstm.source
+    unpinned = load_slot("gru", Pin("test-ns/rnn-zoo-gru", None), app_weights, torch.device("cpu"))
+    assert unpinned.ok and "listed without a commit, so it is not trusted" in unpinned.source
+
+
+def test_a_hub_config_that_would_exhaust_memory_falls_back_in_one_line(local_hub, app_weights, tmp_path):
+    """A pinned repo whose config.json asks for 100,000 hidden units (120 GB): refused from the config, the
+    bundled weights load instead, and the page says why."""
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((app_weights / "gru" / name).read_bytes())
+    info = load_json(folder / "config.json")
+    info["model"]["num_hiddens"] = 100_000
+    (folder / "config.json").write_text(json.dumps(info))
+    create_repo("test-ns/rnn-zoo-gru")
+    upload_folder(repo_id="test-ns/rnn-zoo-gru", folder_path=folder)
+    gru = load_slot("gru", pin_to_the_hub(tmp_path, "test-ns")["rnn-zoo-gru"], app_weights, torch.device("cpu"))
+    assert gru.ok and gru.source.startswith("bundled weights")
+    assert "num_hiddens 100,000 is beyond the bound of 8,192" in gru.source
+
+
+def test_unpin_returns_to_the_bundled_weights(local_hub, app_weights, tmp_path):
+    create_repo("test-ns/rnn-zoo-gru")
+    upload_folder(repo_id="test-ns/rnn-zoo-gru", folder_path=app_weights / "gru")
+    assert pin_to_the_hub(tmp_path, "test-ns")
+    assert pin_to_the_hub(tmp_path, "--unpin") == {}
+    card = yaml.safe_load((tmp_path / "README.md").read_text().split("---")[1])
+    assert "models" not in card and "preload_from_hub" not in card

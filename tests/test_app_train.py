@@ -6,7 +6,9 @@ Small models (32 hidden units) and runs of a few seconds."""
 import shutil
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from app_fixtures import SPACE
@@ -19,7 +21,8 @@ from zoo.evaluate import score
 if str(SPACE) not in sys.path:
     sys.path.insert(0, str(SPACE))
 
-from train_runs import Runs, Session  # noqa: E402
+import train_runs  # noqa: E402
+from train_runs import CLIENT_SECONDS, WINDOW, Runs, Session  # noqa: E402
 
 SETTINGS = dict(name="gru", hidden=32, layers=1, optimizer="sgd", lr=1.0, batching="sequential", num_steps=35,
                 batch_size=32, text="book", seconds=3, prompt="time traveller", compare=True)
@@ -143,15 +146,21 @@ def test_a_cancelled_or_abandoned_run_frees_its_place_and_keeps_nothing(client, 
 
     job = submit(client, seconds=60)
     training(job)
-    runs.stop(client.session_hash, closed=True)      # what demo.unload does when the page is closed
+    runs.stop(client.session_hash, "127.0.0.1", closed=True)   # what demo.unload does when the page is closed
     status, *_, files = job.result(timeout=30)
     assert "your model" not in status and not isinstance(files, list)     # no model, no files
     wait_for(lambda: runs.training() == 0, 10, "the abandoned run to end")
 
 
+def from_address(app, address: str) -> Client:
+    """A visitor at another address: the test server trusts X-Forwarded-For from 127.0.0.1, as uvicorn does
+    behind a local proxy, so gr.Request gives this address."""
+    return Client(app.url, verbose=False, headers={"X-Forwarded-For": address})
+
+
 def test_one_run_per_visitor_and_a_few_at_a_time_on_the_server(client, app):
     limit = app.module.TRAIN_RUNS
-    others = [Client(app.url, verbose=False) for _ in range(limit)]
+    others = [from_address(app, f"10.0.0.{i + 2}") for i in range(limit)]
     jobs = [submit(client, seconds=60)] + [submit(other, seconds=60) for other in others[:limit - 1]]
     for job in jobs:
         training(job, updates=1)
@@ -182,15 +191,86 @@ def test_bad_settings_get_a_clear_message(client, settings, message):
         submit(client, **settings).result()
 
 
+def test_a_fresh_session_from_the_same_address_does_not_get_a_second_run(client, app):
+    """One run per visitor holds for a script that opens a new session per request: the address counts."""
+    job = submit(client, seconds=60)
+    training(job)
+    with pytest.raises(AppError, match="still training.*one run at a time per visitor"):
+        submit(Client(app.url, verbose=False)).result()           # same address, new session
+    assert "time is up" in submit(from_address(app, "10.0.1.1"), seconds=1).result()[0]   # the server has room
+    client.predict(api_name="/stop_training")
+    assert ", stopped after" in job.result(timeout=30)[0]
+
+
+def test_only_the_visitor_who_started_a_run_can_stop_it(client, app):
+    job = submit(client, seconds=60)
+    training(job)
+    Client(app.url, verbose=False).predict(api_name="/stop_training")      # another session, same address
+    response = httpx.post(f"{app.url}gradio_api/run/stop_training", timeout=10, headers={"X-Forwarded-For": "10.0.2.1"},
+                          json={"data": [], "session_hash": client.session_hash})   # the session's id, from elsewhere
+    assert response.status_code == 200
+    time.sleep(1.0)
+    assert app.module.train_runs.training() == 1 and not job.done()
+    httpx.post(f"{app.url}gradio_api/run/stop_training", json={"data": [], "session_hash": client.session_hash},
+               timeout=10)                                        # the same request from the visitor's address
+    assert ", stopped after" in job.result(timeout=30)[0]
+
+
+def test_the_trained_files_are_served_from_the_runs_folder_without_a_copy(client, app):
+    """gr.File serves the run's own files (they live in Gradio's cache folder), so a run costs one copy on disk."""
+    job = Client(app.url, verbose=False, download_files=False).submit(*{**SETTINGS, "seconds": 1}.values(),
+                                                                      api_name="/train")
+    files = job.result()[4]
+    root = app.module.train_runs.root
+    assert len(files) == 2 and all(Path(f["path"]).parent.parent.parent == root for f in files)
+
+
 def test_the_runs_registry_counts_and_frees_places():
     runs = Runs(limit=2)
-    a, b = runs.start("a", 10), runs.start("b", 10)
+    a, b = runs.start("a", "1.1.1.1", 10), runs.start("b", "2.2.2.2", 10)
     with pytest.raises(Exception, match="trains 2 models at a time"):
-        runs.start("c", 10)
-    assert runs.stop("a") and a.stop.is_set() and not a.closed
-    assert runs.stop("b", closed=True) and b.closed and not runs.stop("c")
+        runs.start("c", "3.3.3.3", 10)
+    with pytest.raises(Exception, match="one run at a time per visitor"):
+        runs.start("d", "1.1.1.1", 10)                     # another session, the same address
+    assert not runs.stop("a", "9.9.9.9") and not a.stop.is_set()      # not from another address
+    assert runs.stop("a", "1.1.1.1") and a.stop.is_set() and not a.closed
+    assert runs.stop("b", "2.2.2.2", closed=True) and b.closed and not runs.stop("c", "3.3.3.3")
     runs.end(a)
-    assert runs.training() == 1 and runs.start("c", 10)
+    assert runs.training() == 1 and runs.start("c", "3.3.3.3", 10)
+
+
+def test_an_address_is_granted_a_few_minutes_of_training_an_hour():
+    now = [1000.0]
+    runs = Runs(limit=2, clock=lambda: now[0])
+    for _ in range(CLIENT_SECONDS // 60):
+        ticket = runs.start(f"s{now[0]}", "1.1.1.1", 60)
+        now[0] += 60
+        runs.end(ticket)
+    with pytest.raises(Exception, match=rf"trained for {CLIENT_SECONDS} s in the last hour.*about 50 min"):
+        runs.start("fresh", "1.1.1.1", 60)
+    runs.end(runs.start("other", "2.2.2.2", 60))           # another address has its own budget
+    short = runs.start("stopped", "2.2.2.2", 60)
+    now[0] += 5
+    runs.end(short)                                        # stopped after 5 s: charged 5 s, not 60
+    now[0] = 1000.0 + WINDOW + 1
+    runs.end(runs.start("an hour later", "1.1.1.1", 60))
+
+
+def test_run_folders_are_capped_across_visitors_oldest_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_runs, "MAX_FOLDERS", 3)
+    monkeypatch.setattr(train_runs, "MAX_FOLDER_BYTES", 2500)
+    runs, kept = Runs(limit=1), []
+    for i, size in enumerate([1000, 1000, 400, 400, 1200]):
+        run = Session().new_run(f"visitor {i}")
+        run.folder = str(runs.root / str(i))
+        Path(run.folder).mkdir()
+        (Path(run.folder) / "model.safetensors").write_bytes(b"x" * size)
+        run.size, run.pretrained = size, object()
+        runs.keep(run)
+        kept.append(run)
+        assert len(list(runs.root.iterdir())) <= 3 and sum(r.size for r in kept if r.folder) <= 2500
+    assert [bool(r.folder) for r in kept] == [False, False, True, True, True]   # 400 + 400 + 1200
+    assert sorted(p.name for p in runs.root.iterdir()) == ["2", "3", "4"] and kept[0].pretrained is None
 
 
 def test_the_plot_shows_the_newest_run_and_the_previous_one_when_comparing():

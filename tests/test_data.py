@@ -1,50 +1,16 @@
-"""Corpus download and cache, tokenizers, splits and the book's two batchings."""
+"""Corpus download and cache, text files read in chunks into compact (and for large texts memory-mapped) ids,
+splits and the book's two batchings."""
 import hashlib
 import http.server
+import tempfile
 import threading
 
 import pytest
 import torch
 
 from zoo import data
-from zoo.data import DataError, Tokenizer, book_clean, random_batches, sequential_batches, split
-
-# The book's vocabulary order (D2L 8.2: Vocab of the Time Machine's characters).
-BOOK_TOKENS = ['<unk>', ' ', 'e', 't', 'a', 'i', 'n', 'o', 's', 'h', 'r', 'd', 'l', 'm', 'u', 'c', 'f', 'w',
-               'g', 'y', 'p', 'b', 'v', 'k', 'x', 'z', 'j', 'q']
-
-
-def test_book_tokenizer_matches_the_book(corpus):
-    assert corpus.tokenizer.tokens == BOOK_TOKENS
-    assert len(corpus.tokenizer) == 28
-
-
-def test_book_clean_joins_lines_with_a_space():
-    assert book_clean("He spoke of him\nwas it?  Yes--'twas.") == "he spoke of him was it yes twas"
-
-
-def test_book_mode_always_has_every_letter():
-    tok = Tokenizer.fit("abc abc")
-    assert len(tok) == 28 and tok.tokens[:4] == ["<unk>", "a", "b", "c"]   # ' ' ties go by first occurrence
-
-
-def test_chars_mode_keeps_case_and_punctuation_and_reports_unknowns():
-    tok = Tokenizer.fit("Hello, World!\n", "chars")
-    assert tok.decode(tok.encode("Hello, World!\n")) == "Hello, World!\n"
-    assert tok.unknown("Hi? é") == ["i", "?", "é"]
-    assert tok.encode("?")[0] == 0
-
-
-def test_words_mode_round_trips():
-    tok = Tokenizer.fit("the time traveller the time", "words")
-    assert tok.tokens[:3] == ["<unk>", "the", "time"]
-    assert tok.decode(tok.encode("The Time--machine")) == "the time <unk>"
-
-
-def test_tokenizer_round_trips_through_a_dict(corpus):
-    again = Tokenizer.from_dict(corpus.tokenizer.to_dict())
-    assert again.tokens == corpus.tokenizer.tokens and again.mode == "book"
-
+from zoo.data import DataError, encode_file, load_corpus, random_batches, read_chunks, sequential_batches, split
+from zoo.tokenizer import Tokenizer
 
 def test_splits_are_contiguous_90_5_5(corpus):
     s = corpus.splits
@@ -98,6 +64,61 @@ def test_read_text_errors_are_one_line(tmp_path):
     (tmp_path / "empty").write_text("  \n")
     with pytest.raises(DataError, match="empty"):
         data.read_text(tmp_path / "empty")
+
+
+def test_a_file_read_in_chunks_is_the_text_as_text_mode_reads_it(tmp_path):
+    """Cuts inside a multi-byte character and between \\r and \\n change nothing."""
+    raw = "caf\u00e9 \U0001f98e one\r\ntwo\rthree\r\n\r\nend\r".encode("utf-8") * 50
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    with open(path, encoding="utf-8") as f:
+        expected = f.read()
+    for chunk_bytes in (1, 2, 3, 7, 64, 1 << 20):
+        assert "".join(read_chunks(path, chunk_bytes)) == expected
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_encode_file_equals_encoding_the_whole_text(timemachine, tmp_path, monkeypatch, mmap):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(data, "CHUNK_BYTES", 4099)             # many chunks, cut anywhere
+    text = timemachine.read_text(encoding="utf-8")
+    tokenizer = Tokenizer.fit(text, "chars")
+    encoded = encode_file(timemachine, Tokenizer.fit("", "book"), mmap_bytes=0 if mmap else None)
+    book = Tokenizer.fit("", "book")
+    assert encoded.ids.dtype == torch.uint8 and encoded.ids.tolist() == book.encode(text)
+    assert encoded.characters == len(text) and encoded.sha1 == data.BOOK_SHA1
+    assert encoded.replaced == list(dict.fromkeys(c for c in text if not (c.isascii() and c.isalpha())
+                                                  and not c.isspace())) and encoded.unknown == []
+    mapped = [line for line in open("/proc/self/maps") if str(tmp_path / "tmp") in line]
+    assert bool(mapped) == mmap and all("(deleted)" in line for line in mapped)   # mapped, yet nothing on disk
+    assert list((tmp_path / "tmp").iterdir()) == []
+    small = Tokenizer.fit(text[:500], "chars")
+    assert encode_file(timemachine, small).unknown == small.unknown(text) and "z" in small.unknown(text)
+    assert tokenizer.encode(text) == encode_file(timemachine, tokenizer).ids.tolist()
+
+
+def test_a_corpus_held_memory_mapped_trains_like_one_in_memory(small_text, monkeypatch):
+    from zoo import create_model
+    from zoo.recipes import recipe_for
+    from zoo.train import Trainer
+
+    def one_epoch(corpus):
+        recipe = recipe_for("book", "gru", epochs=1, train_tokens=2000, batch_size=4, num_steps=10)
+        torch.manual_seed(0)
+        trainer = Trainer(create_model("gru", num_hiddens=16), corpus.splits, recipe, corpus.tokenizer)
+        list(trainer.run())
+        return trainer.model.state_dict()
+    in_memory = one_epoch(load_corpus(small_text))
+    monkeypatch.setattr(data, "MMAP_BYTES", 0)
+    mapped = load_corpus(small_text)
+    assert mapped.splits.train.dtype == torch.uint8
+    assert all(torch.equal(a, b) for a, b in zip(in_memory.values(), one_epoch(mapped).values()))
+
+
+def test_devices_and_pipes_are_not_text_files():
+    with pytest.raises(DataError, match="/dev/zero is not a regular file"):
+        next(read_chunks("/dev/zero"))
 
 
 def test_env_copy_is_checksummed(tmp_path, monkeypatch, timemachine):

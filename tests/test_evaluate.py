@@ -1,11 +1,12 @@
 """Perplexity is exact: independent of chunking, equal to the mean surprisal, uniform at ln(V)."""
+import json
 import math
 
 import pytest
 import torch
 
 from zoo import create_model
-from zoo.evaluate import score, surprisal
+from zoo.evaluate import Score, score, surprisal
 
 
 @pytest.fixture(scope="module")
@@ -15,14 +16,14 @@ def model(device):
 
 
 def test_chunking_does_not_change_the_numbers(model, corpus):
-    ids = corpus.splits.valid[:1000]
+    ids = corpus.splits.valid[:1000].long()
     whole = surprisal(model, ids, chunk=4096)
     assert len(whole) == 999
     torch.testing.assert_close(surprisal(model, ids, chunk=37), whole, atol=1e-5, rtol=0)
 
 
 def test_score_is_the_mean_surprisal(model, corpus):
-    ids = corpus.splits.valid[:500]
+    ids = corpus.splits.valid[:500].long()
     s = score(model, ids)
     assert s.tokens == 499
     assert s.loss == pytest.approx(surprisal(model, ids).mean().item(), rel=1e-6)
@@ -81,3 +82,13 @@ def test_the_ngram_reads_streams_too(corpus):
     model, _ = fit_ngram(corpus.splits.train, corpus.splits.valid, 28, [4], tune=False)
     ids = corpus.splits.train[:40_001]
     assert score(model, ids, streams=2).perplexity == pytest.approx(score(model, ids, streams=1).perplexity, rel=1e-4)
+
+
+@pytest.mark.parametrize("loss, note", [(1000.0, "overflows a float"), (math.inf, "probability 0"),
+                                        (math.nan, "not numbers")])
+def test_a_score_that_is_not_finite_is_strict_json_with_a_reason(loss, note):
+    s = Score(loss, 5)
+    assert s.perplexity == (math.inf if loss == 1000.0 else s.perplexity)
+    out = json.loads(json.dumps(s.to_dict(), allow_nan=False))
+    assert out["perplexity"] is None and note in out["note"] and out["tokens"] == 5
+    assert "note" not in Score(2.0, 5).to_dict()

@@ -72,7 +72,7 @@ def test_a_few_steps_lower_the_loss(name, corpus, device):
     torch.manual_seed(0)
     model = create_model(name, num_hiddens=64).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    ids = corpus.splits.train[:32 * 36].view(32, 36).to(device)
+    ids = corpus.splits.train[:32 * 36].view(32, 36).to(device, torch.long)   # the corpus holds compact ids
     X, Y = ids[:, :-1], ids[:, 1:]
     losses = []
     for _ in range(20):

@@ -1,17 +1,26 @@
 """The Kneser-Ney n-gram: Chen & Goodman's probabilities, proper distributions, the RNNs' interface."""
 import math
 from collections import Counter, defaultdict
+from dataclasses import replace
 
 import pytest
 import torch
 
 from zoo import create_model
 from zoo.checkpoint import WEIGHTS, load_model, save_model
+from zoo.data import Splits
 from zoo.evaluate import score, surprisal
 from zoo.generate import generate
 from zoo.models.ngram import fit_ngram, ngram_from_ids, perplexity
 
 V = 28
+
+
+@pytest.fixture(scope="module")
+def corpus(corpus):
+    """The book with int64 ids, which the n-gram's keys and its empty history (-1) need."""
+    return replace(corpus, splits=Splits(*(ids.long() for ids in (corpus.splits.train, corpus.splits.valid,
+                                                                 corpus.splits.test))))
 
 
 @pytest.fixture(scope="module")

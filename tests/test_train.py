@@ -1,5 +1,7 @@
 """The shared trainer: it learns, keeps the best weights, stops when told, and resumes exactly."""
 import math
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from zoo import create_model
 from zoo.evaluate import score
 from zoo.fit import fit
 from zoo.recipes import recipe_for
-from zoo.train import Trainer, TrainingError
+from zoo.train import STATE_FILE, Trainer, TrainingError
 
 SMALL = dict(train_tokens=3000, batch_size=8, num_steps=20, checkpoint_every=0)
 
@@ -77,6 +79,42 @@ def test_a_kill_in_the_middle_of_a_save_still_resumes_exactly(corpus, tmp_path, 
         assert torch.equal(a, b), k
 
 
+def test_a_kill_between_the_weights_and_the_config_leaves_a_folder_that_refuses_to_load(corpus, tmp_path,
+                                                                                         monkeypatch):
+    """Train to epoch 2 and save; resume to 4 and die right after the new weights land: the folder then holds epoch-4
+    weights under epoch 2's config.json, which must refuse to load rather than pass for either; a resume repairs it."""
+    run = tmp_path / "run"
+    fit(make(corpus, epochs=2, run_dir=run), run, progress=False, log=None)
+    write = ckpt.atomic_write
+
+    def die_after_the_weights(path, data):
+        write(path, data)
+        if Path(path).name == ckpt.WEIGHTS:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(ckpt, "atomic_write", die_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Trainer.resume(run, corpus.splits, epochs=4), run, progress=False, log=None)
+    monkeypatch.undo()
+    with pytest.raises(ckpt.CheckpointError, match="sha256 mismatch"):
+        ckpt.load_model(run)
+    fit(Trainer.resume(run, corpus.splits, epochs=4), run, progress=False, log=None)
+    assert ckpt.load_model(run).info["metrics"]["epochs"] == 4
+
+
+@pytest.mark.parametrize("how", ["start", "resume"])
+def test_temporary_files_left_by_a_kill_are_removed_on_the_next_start_or_resume(corpus, tmp_path, how):
+    run = tmp_path / "run"
+    if how == "resume":
+        list(make(corpus, epochs=1, run_dir=run).run())
+    run.mkdir(exist_ok=True)
+    left = [Path(tempfile.mkstemp(dir=run, prefix=f".{name}.", suffix=".tmp")[1])   # as atomic_write names them
+            for name in (STATE_FILE, ckpt.WEIGHTS, ckpt.CONFIG)]
+    mine = run / "notes.tmp"
+    mine.write_text("not the trainer's")
+    make(corpus, epochs=1, run_dir=run) if how == "start" else Trainer.resume(run, corpus.splits)
+    assert not any(path.exists() for path in left) and mine.exists()
+
+
 def test_a_non_finite_loss_names_the_step(corpus):
     trainer = make(corpus, "rnn", "book", epochs=3)
     with torch.no_grad():
@@ -118,7 +156,7 @@ def test_fit_writes_the_model_folder(corpus, tmp_path):
     loaded = load_model(tmp_path / "out")
     assert load_json(tmp_path / "out" / "metrics.json")["history"][1]["epoch"] == 2
     assert loaded.info["metrics"]["test_perplexity"] == pytest.approx(metrics["test_perplexity"])
-    test = score(loaded.model, corpus.splits.test).perplexity
+    test = score(loaded.model, corpus.splits.test.long()).perplexity
     assert math.isclose(test, metrics["test_perplexity"], rel_tol=1e-5)
 
 

@@ -110,7 +110,7 @@ def test_dry_run_shows_repos_files_and_sizes_without_network(trained, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == (f"{'rnn':20s} done in {trained / 'rnn'} (trained with another epochs, train_tokens), "
-                        "skipped (--force retrains)")     # the book recipe asks for 500 epochs on 10,000 tokens
+                        "skipped (--overwrite retrains)")     # the book recipe asks for 500 epochs on 10,000 tokens
     assert "  push to me/rnn-zoo-rnn" in lines
     size = (trained / "rnn" / "model.safetensors").stat().st_size / 1000
     assert any(line.split()[:3] == ["model.safetensors", f"{size:.1f}", "kB"] for line in lines)
@@ -160,3 +160,19 @@ def test_a_failing_model_is_one_line_and_the_others_go_on(small_text, tmp_path, 
     [failure] = [line for line in out.splitlines() if "FAILED" in line]
     assert failure.startswith("rnn: FAILED: ") and "checkpoint.safetensors is corrupt or truncated" in failure
     assert (tmp_path / "ngram" / "model.safetensors").is_file() and "1 of 2 failed: rnn" in out
+
+
+def test_a_folder_holding_another_model_is_refused_unless_overwrite(trained, small_text, tmp_path, capsys):
+    """A model folder that is no finished run of this script (copied in, no checkpoint, a stale checksum): left as
+    it is, one line, the other models go on; --overwrite replaces it."""
+    folder = tmp_path / "rnn"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((trained / "rnn" / name).read_bytes())
+    before = files(folder)
+    code, out = run(capsys, small_args(small_text, tmp_path, "--models", "rnn,ngram"))
+    assert code == 1 and f"rnn: FAILED: {folder} holds a model that is not a finished run" in out
+    assert "--overwrite replaces it" in out and files(folder) == before
+    assert (tmp_path / "ngram" / "model.safetensors").is_file()
+    code, out = run(capsys, small_args(small_text, tmp_path, "--models", "rnn", "--overwrite"))
+    assert code == 0 and set(files(folder)) == FOLDER_FILES and train_all.is_done(folder)

@@ -23,7 +23,7 @@ def test_bundled_model_scores_what_its_card_says(name, corpus):
     folder = WEIGHTS / name
     pretrained = load_model(folder)
     assert pretrained.tokenizer.tokens == corpus.tokenizer.tokens
-    test = score(pretrained.model, corpus.splits.test).perplexity
+    test = score(pretrained.model, corpus.splits.test.long()).perplexity
     assert test == pytest.approx(pretrained.info["metrics"]["test_perplexity"], rel=1e-4)
     card = ModelCard.load(folder / "README.md")
     [card_test] = [r.metric_value for r in card.data.eval_results

@@ -1,12 +1,14 @@
 """The command line: `python -m zoo list | train | sample | eval` (also installed as `zoo`).
 
 Every failure the user can fix (a wrong path, a corrupt file, a bad option) ends as one line on stderr
-and a non-zero exit status, never a traceback.
+and a non-zero exit status, never a traceback: argparse's usage errors too (exit status 2). Options are
+checked against the ranges the library can honour before anything runs; `eval --json` is strict JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import fields
@@ -17,16 +19,19 @@ import torch.distributed as dist
 
 from zoo import backends
 from zoo import checkpoint as ckpt
-from zoo.data import MODES, DataError, Tokenizer, load_corpus, read_text
+from zoo.data import DataError, Tokenizer, encode_file, load_corpus
 from zoo.evaluate import score
-from zoo.fit import fit, fit_ngram_run
-from zoo.generate import generate
+from zoo.fit import clear, fit, fit_ngram_run, held
+from zoo.generate import MAX_LENGTH, generate
 from zoo.hub import load
 from zoo.models import create_model, describe, list_models
 from zoo.recipes import RECIPES, Recipe, recipe_for
+from zoo.tokenizer import MODES
 from zoo.train import STATE_FILE, Trainer, TrainingError, read_state
 
 EXPECTED_ERRORS = (DataError, ckpt.CheckpointError, TrainingError, ValueError, KeyError, OSError)
+MAX_SAMPLES = 100        # continuations per `sample` call: num_samples x length tokens are held at once
+SEEDS = 2**64            # torch generators take seeds in [0, 2**64)
 
 
 def pick_device(name: str) -> torch.device:
@@ -70,6 +75,13 @@ def distributed(command, args) -> None:
 def cmd_train_one(args) -> None:
     device = pick_device(args.device)
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if not args.resume and held(out):
+        if not args.overwrite:
+            raise TrainingError(f"{out} already holds a model or a run ({', '.join(held(out))}); pass --resume to "
+                                f"continue its run, --overwrite to replace it, or choose another --out")
+        clear(out)
     if args.model == "ngram":
         metrics = fit_ngram_run(load_corpus(args.data, args.tokens), out)
         print(f"ngram (order {metrics['order']}): valid ppl {metrics['valid_perplexity']:.3f}  "
@@ -84,14 +96,13 @@ def cmd_train_one(args) -> None:
         trainer = Trainer.resume(out, corpus.splits, device, **overrides)
         trainer.model.use_backend(args.backend)
     else:
-        if (out / STATE_FILE).exists():
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        corpus = load_corpus(args.data, args.tokens)
         recipe = recipe_for(args.recipe, args.model, **overrides)
+        corpus = load_corpus(args.data, args.tokens)
         torch.manual_seed(recipe.seed)
         sizes = {k: v for k, v in (("num_hiddens", args.hidden), ("num_layers", args.layers)) if v is not None}
-        model = create_model(args.model, vocab_size=len(corpus.tokenizer), dropout=recipe.dropout,
-                             weight_drop=recipe.weight_drop, **sizes).use_backend(args.backend)
+        model = ckpt.create_within_bounds(args.model, "the model asked for", vocab_size=len(corpus.tokenizer),
+                                          dropout=recipe.dropout, weight_drop=recipe.weight_drop, **sizes)
+        model.use_backend(args.backend)
         trainer = Trainer(model, corpus.splits, recipe, corpus.tokenizer, args.model, out, device)
     try:
         metrics = fit(trainer, out, data=corpus.source)
@@ -113,28 +124,35 @@ def loaded(args):
 
 def cmd_sample(args) -> None:
     pretrained = loaded(args)
-    result = generate(pretrained.model, pretrained.tokenizer, args.prefix, args.length, args.temperature,
-                      args.top_k, args.top_p, args.num_samples, args.seed)
+    tokenizer = pretrained.tokenizer
+    top_k = min(args.top_k, len(tokenizer))      # more than the vocabulary is all of it
+    result = generate(pretrained.model, tokenizer, args.prefix, args.length, args.temperature, top_k,
+                      args.top_p, args.num_samples, args.seed)
     if result.unknown:
         print(f"note: {''.join(result.unknown)!r} not in the vocabulary, read as <unk>", file=sys.stderr)
+    if tokenizer.replaced(args.prefix):
+        print(f"note: {''.join(tokenizer.replaced(args.prefix))!r} not in the vocabulary, read as a space",
+              file=sys.stderr)
     for text in result.texts:
         print(text)
 
 
 def cmd_eval(args) -> None:
     pretrained = loaded(args)
-    text = read_text(args.text_file)
     tokenizer = pretrained.tokenizer
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    result = {"model": pretrained.name, "source": pretrained.source, **score(pretrained.model, ids).to_dict(),
-              "unknown": tokenizer.unknown(text)}
+    text = encode_file(args.text_file, tokenizer)
+    if len(text.ids) < 2:
+        raise ValueError(f"{args.text_file} holds fewer than two tokens that this model reads; nothing to score")
+    result = {"model": pretrained.name, "source": pretrained.source, **score(pretrained.model, text.ids).to_dict(),
+              "characters": text.characters, "unknown": text.unknown, "read_as_space": text.replaced}
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        unit = "word" if tokenizer.mode == "words" else "char"
-        print(f"{pretrained.name}: perplexity {result['perplexity']:.3f}  bits/{unit} "
-              f"{result['bits_per_token']:.3f}  tokens {result['tokens']}"
-              + (f"  unknown {''.join(result['unknown'])!r}" if result["unknown"] else ""))
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return
+    unit = "word" if tokenizer.mode == "words" else "char"
+    number = lambda key: "inf" if result[key] is None else f"{result[key]:.3f}"
+    print(f"{pretrained.name}: perplexity {number('perplexity')}  bits/{unit} {number('bits_per_token')}  tokens "
+          f"{result['tokens']}" + (f"  unknown {''.join(result['unknown'])!r}" if result["unknown"] else "")
+          + (f"  ({result['note']})" if "note" in result else ""))
 
 
 def cmd_exercise(args) -> None:
@@ -165,9 +183,45 @@ def backend_arg(p: argparse.ArgumentParser) -> None:
                         f"own step), torch (torch's layers), kernel (the C++ loop); default ${backends.ENV} or auto")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (exit status 2) like every other error here."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def whole(low: int, high: int):
+    """An argparse type: a whole number in [low, high], else a message that names the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low:,} to {high:,}")
+        return value
+    return parse
+
+
+def finite(low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] when `low_open`)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            where = (f"{'>' if low_open else '>='} {low:g}" if high == math.inf else
+                     f"in {'(' if low_open else '['}{low:g}, {high:g}]")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number {where}")
+        return value
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo", description="Train, sample and evaluate the RNN Zoo's models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,eval,exercise}")
+    p = Parser(prog="zoo", description="Train, sample and evaluate the RNN Zoo's models.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{list,train,sample,eval,exercise}",
+                           parser_class=Parser)
 
     sub.add_parser("list", help="the registered models and their sizes").set_defaults(run=cmd_list)
 
@@ -179,10 +233,13 @@ def parser() -> argparse.ArgumentParser:
                    help="book: SGD lr 1, batch 32 x 35, 500 epochs on 10,000 tokens; modern: AdamW, cosine, "
                         "dropout, all tokens (default: book)")
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the model or run that --out holds (without it, zoo train refuses such an --out)")
     t.add_argument("--tokens", choices=MODES, default="book",
                    help="tokenizer of a new run: book (28 chars), chars (raw), words (default: book)")
-    t.add_argument("--hidden", type=int, help="hidden units (default: 256)")
-    t.add_argument("--layers", type=int, help="recurrent layers (default: 1, 2 for deep models)")
+    t.add_argument("--hidden", type=whole(1, ckpt.BOUNDS["num_hiddens"]), help="hidden units (default: 256)")
+    t.add_argument("--layers", type=whole(1, ckpt.BOUNDS["num_layers"]),
+                   help="recurrent layers (default: 1, 2 for deep models)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     backend_arg(t)
     recipe = t.add_argument_group("recipe settings (default: the chosen recipe's)")
@@ -192,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
         if f.type == "bool":
             recipe.add_argument(flag, action="store_true", default=None, help=f"{f.metadata['help']} ({defaults})")
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
+            kind = {"int": int, "float": float, "str": str}[f.type]   # Recipe checks the values and ranges
             recipe.add_argument(flag, type=kind, metavar="X", help=f"{f.metadata['help']} ({defaults})")
     t.set_defaults(run=cmd_train)
 
@@ -205,26 +262,29 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="continue a prefix", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source_args(s)
     s.add_argument("--prefix", default="time traveller", help="text to continue")
-    s.add_argument("--length", type=int, default=100, help="tokens to generate")
-    s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the book's predict_ch8)")
-    s.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0 = all)")
-    s.add_argument("--top-p", type=float, default=1.0, help="sample from the smallest set with this probability")
-    s.add_argument("--num-samples", type=int, default=1, help="independent continuations")
-    s.add_argument("--seed", type=int, help="makes sampling repeatable")
+    s.add_argument("--length", type=whole(0, MAX_LENGTH), default=100, help="tokens to generate")
+    s.add_argument("--temperature", type=finite(0), default=0.0, help="0 = greedy (the book's predict_ch8)")
+    s.add_argument("--top-k", type=whole(0, 2**63 - 1), default=0,
+                   help="sample among the k likeliest tokens (0 = all)")
+    s.add_argument("--top-p", type=finite(0, 1, low_open=True), default=1.0,
+                   help="sample from the smallest set with this probability")
+    s.add_argument("--num-samples", type=whole(1, MAX_SAMPLES), default=1, help="independent continuations")
+    s.add_argument("--seed", type=whole(0, SEEDS - 1), help="makes sampling repeatable")
     s.set_defaults(run=cmd_sample)
 
-    e = sub.add_parser("eval", help="perplexity and bits per character of a text file")
+    e = sub.add_parser("eval", help="perplexity and bits per character of a text file (of any size)")
     source_args(e)
     e.add_argument("--text-file", required=True, help="UTF-8 text to score")
-    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--json", action="store_true", help="print JSON (a perplexity that overflows is null, with a note)")
     e.set_defaults(run=cmd_eval)
 
     x = sub.add_parser("exercise", help="answer one of the book's exercises by experiment (or list them)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     x.add_argument("id", help="an exercise id such as 9.1.4, `list`, or `all`")
-    x.add_argument("--budget", type=float, default=90.0, help="seconds per training run at most")
+    x.add_argument("--budget", type=finite(0, 86_400, low_open=True), default=90.0,
+                   help="seconds per training run at most")
     x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    x.add_argument("--jobs", type=int, help="training runs at a time (default: 2 on a CPU, 1 on a GPU)")
+    x.add_argument("--jobs", type=whole(1, 64), help="training runs at a time (default: 2 on a CPU, 1 on a GPU)")
     x.add_argument("--data", help="a UTF-8 text file to train on instead of the Time Machine")
     x.add_argument("--out", default="docs/exercises", help="the results folder; the page is written beside it")
     x.add_argument("--smoke", action="store_true", help="tiny models and a few batches: checks that it runs")

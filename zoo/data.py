@@ -1,27 +1,32 @@
-"""Text in, token ids out: the Time Machine corpus, three tokenizers, splits and the book's two batchings.
+"""Text in, token ids out: the Time Machine corpus, text files of any size, splits and the book's two batchings.
 
-Data flows one way: a text file -> `Tokenizer` -> a 1-D tensor of ids -> `split` -> batches of (B, T) ids.
+Data flows one way: a text file -> `Tokenizer` (zoo.tokenizer) -> a 1-D tensor of compact ids -> `split` ->
+batches of (B, T) ids. A file is read in chunks and its ids are uint8 when the vocabulary fits, held in a
+memory-mapped temporary file when the text is large: a 100 MB text costs about 100 MB of ids, not 800.
 """
 from __future__ import annotations
 
-import collections
+import codecs
 import hashlib
 import os
-import re
+import stat
+import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
+
+from zoo.tokenizer import Encoder, Tokenizer
 
 # The book's own download location and checksum (d2l.DATA_HUB['time_machine']).
 BOOK_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 BOOK_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 DATA_ENV = "ZOO_DATA"  # path to a local copy of the book's timemachine.txt (checksum verified)
-UNK = "<unk>"
-MODES = ("book", "chars", "words")
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
+CHUNK_BYTES = 1 << 20           # a text file is read 1 MB at a time (~30 MB of numpy arrays while tokenizing)
+MMAP_BYTES = 64 << 20           # texts larger than this keep their ids in a memory-mapped temporary file
 
 
 class DataError(RuntimeError):
@@ -80,86 +85,91 @@ def _download(url: str, path: Path, sha1: str) -> Path:
     return path
 
 
-def read_text(path: str | os.PathLike | None = None) -> str:
-    """Any UTF-8 text file, or the Time Machine when `path` is None."""
-    path = timemachine_path() if path is None else Path(path).expanduser()
+def read_chunks(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """A UTF-8 text file in pieces of about `chunk_bytes`, line ends translated as Python's text mode does
+    (\\r\\n and \\r become \\n); one DataError line for a file that is missing, not a regular file (a
+    device such as /dev/zero, a pipe), not UTF-8, or empty."""
+    path = Path(path).expanduser()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory, not a text file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start}); convert it first") from None
-    if not text.strip():
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror})") from None
+    with f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise DataError(f"{path} is not a regular file; give a text file")
+        decoder, offset, held, blank = codecs.getincrementaldecoder("utf-8")(), 0, "", True
+        while True:
+            data = f.read(chunk_bytes)
+            try:
+                text = held + decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                at = offset - len(decoder.getstate()[0]) + e.start
+                raise DataError(f"{path} is not UTF-8 text (byte {at}); convert it first") from None
+            offset += len(data)
+            held = "\r" if data and text.endswith("\r") else ""    # it may be the first half of \r\n
+            text = (text[:-1] if held else text).replace("\r\n", "\n").replace("\r", "\n")
+            blank = blank and (not text or text.isspace())
+            if text:
+                yield text
+            if not data:
+                break
+    if blank:
         raise DataError(f"{path} is empty")
-    return text
 
 
-# ---------------------------------------------------------------------------- tokenizers
-
-def book_clean(text: str) -> str:
-    """The book's preprocessing: every run of non-letters becomes one space, lowercase.
-
-    The book applies this per line and concatenates the lines with no separator ("speak of himwas");
-    we apply it to the whole text, so a line break is a space like any other non-letter.
-    """
-    return re.sub("[^A-Za-z]+", " ", text).strip().lower()
+def read_text(path: str | os.PathLike | None = None) -> str:
+    """Any UTF-8 text file, or the Time Machine when `path` is None, as one string."""
+    return "".join(read_chunks(timemachine_path() if path is None else path))
 
 
 @dataclass
-class Tokenizer:
-    """Maps text to ids and back. `tokens[0]` is always `<unk>`; the rest in the book's frequency order.
+class Encoded:
+    """A text file's ids, and what the vocabulary lacked in it."""
+    ids: torch.Tensor               # 1-D, the tokenizer's compact dtype, memory-mapped for a large text
+    unknown: list[str]              # tokens read as <unk>, in order of first appearance
+    replaced: list[str]             # characters read as a space (book and words modes), likewise
+    characters: int
+    sha1: str                       # of the text as read (UTF-8, line ends translated)
 
-    Modes: "book" (28 tokens: `<unk>`, space, a-z after `book_clean`), "chars" (every character
-    kept, case and punctuation included), "words" (`book_clean`, then split on spaces).
-    """
-    mode: str
-    tokens: list[str]
 
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown tokenizer mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        self.index = {token: i for i, token in enumerate(self.tokens)}
+def encode_file(path: str | os.PathLike, tokenizer: Tokenizer, mmap_bytes: int | None = None) -> Encoded:
+    """Tokenize a text file chunk by chunk; a file larger than `mmap_bytes` (default MMAP_BYTES) keeps its ids in
+    an unlinked temporary file that is memory-mapped (the pages are the OS's to keep or drop; nothing is left on
+    disk, even after a kill)."""
+    path = Path(path).expanduser()
+    encoder, digest, characters = Encoder(tokenizer), hashlib.sha1(), 0
+    large = path.is_file() and path.stat().st_size > (MMAP_BYTES if mmap_bytes is None else mmap_bytes)
+    sink = tempfile.TemporaryFile() if large else None
+    parts, count = [], 0
 
-    @classmethod
-    def fit(cls, text: str, mode: str = "book", min_freq: int = 1) -> "Tokenizer":
-        """Build the vocabulary of `text` like the book's `Vocab`: by frequency, ties by first occurrence."""
-        counts = collections.Counter(cls(mode, [UNK]).split(text))
-        if mode == "book":  # every letter has a slot, so any English text encodes with 28 tokens
-            counts.update({c: 0 for c in " " + LETTERS if c not in counts})
-        ranked = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
-        return cls(mode, [UNK] + [t for t, n in ranked if n >= min_freq or mode == "book"])
+    def keep(ids: np.ndarray) -> None:
+        nonlocal count
+        count += len(ids)
+        if sink:
+            sink.write(ids.tobytes())
+        else:
+            parts.append(ids)
 
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def normalize(self, text: str) -> str:
-        """The text as the model sees it (book and words modes lowercase and squash non-letters)."""
-        return text if self.mode == "chars" else book_clean(text)
-
-    def split(self, text: str) -> list[str]:
-        text = self.normalize(text)
-        return text.split() if self.mode == "words" else list(text)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of `text`; anything outside the vocabulary becomes `<unk>` (0); see `unknown`."""
-        return [self.index.get(token, 0) for token in self.split(text)]
-
-    def unknown(self, text: str) -> list[str]:
-        """The distinct tokens of `text` that are not in the vocabulary, in order of first appearance."""
-        return list(dict.fromkeys(t for t in self.split(text) if t not in self.index))
-
-    def decode(self, ids) -> str:
-        sep = " " if self.mode == "words" else ""
-        return sep.join(self.tokens[i] for i in (ids.tolist() if torch.is_tensor(ids) else ids))
-
-    def to_dict(self) -> dict:
-        return {"mode": self.mode, "tokens": self.tokens}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Tokenizer":
-        return cls(d["mode"], list(d["tokens"]))
+    try:
+        for text in read_chunks(path):
+            digest.update(text.encode("utf-8"))
+            characters += len(text)
+            keep(encoder.feed(text))
+        keep(encoder.finish())
+        if sink and count:
+            sink.flush()
+            ids = np.memmap(sink, dtype=encoder.dtype, mode="r+", shape=(count,))
+        else:
+            ids = np.concatenate(parts) if parts else np.empty(0, dtype=encoder.dtype)
+    finally:
+        if sink:
+            sink.close()   # the mapping keeps the unlinked file alive until the ids are freed
+    return Encoded(torch.from_numpy(ids), list(encoder.unknown), list(encoder.replaced), characters,
+                   digest.hexdigest())
 
 
 # ---------------------------------------------------------------------------- splits and batches
@@ -192,14 +202,13 @@ class Corpus:
 
 def load_corpus(path: str | os.PathLike | None = None, mode: str = "book",
                 tokenizer: Tokenizer | None = None) -> Corpus:
-    """Read, tokenize and split a corpus (the Time Machine when `path` is None)."""
+    """Read, tokenize and split a corpus (the Time Machine when `path` is None): two passes over the file,
+    one to fit the vocabulary (unless `tokenizer` is given) and one to encode it into compact ids."""
     path = timemachine_path() if path is None else Path(path)
-    text = read_text(path)
-    tokenizer = tokenizer or Tokenizer.fit(text, mode)
-    ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    source = {"name": Path(path).name, "sha1": hashlib.sha1(text.encode("utf-8")).hexdigest(),
-              "characters": len(text)}
-    return Corpus(tokenizer, split(ids), source)
+    tokenizer = tokenizer or Tokenizer.fit_chunks(read_chunks(path), mode)
+    encoded = encode_file(path, tokenizer)
+    source = {"name": Path(path).name, "sha1": encoded.sha1, "characters": encoded.characters}
+    return Corpus(tokenizer, split(encoded.ids), source)
 
 
 def sequential_batches(ids: torch.Tensor, batch_size: int, num_steps: int,

@@ -11,6 +11,7 @@ without the launches that would otherwise cost more than the work.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -36,15 +37,24 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        """exp(loss); infinite when that overflows a float (a diverged model: e.g. a loss of 1000 nats)."""
+        return math.exp(self.loss) if self.loss < math.log(sys.float_info.max) else math.inf
 
     @property
     def bits_per_token(self) -> float:
         return self.loss / math.log(2)
 
     def to_dict(self) -> dict:
-        return {"perplexity": self.perplexity, "bits_per_token": self.bits_per_token,
-                "loss": self.loss, "tokens": self.tokens}
+        """The numbers as strict JSON: a value that is not finite becomes null, and `note` says why."""
+        numbers = {"perplexity": self.perplexity, "bits_per_token": self.bits_per_token, "loss": self.loss}
+        out = {key: value if math.isfinite(value) else None for key, value in numbers.items()}
+        if math.isnan(self.loss):
+            out["note"] = "the model's outputs are not numbers (NaN)"
+        elif math.isinf(self.loss):
+            out["note"] = "the model gives some token probability 0, so the loss is infinite"
+        elif out["perplexity"] is None:
+            out["note"] = f"exp(loss) overflows a float: the loss is {self.loss:.6g} nats per token"
+        return {**out, "tokens": self.tokens}
 
 
 @torch.no_grad()

@@ -13,12 +13,26 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zoo import checkpoint as ckpt
+from zoo.card import README
 from zoo.data import Corpus
 from zoo.evaluate import score
 from zoo.models.ngram import fit_ngram
-from zoo.train import Trainer
+from zoo.train import STATE_FILE, Trainer
 
 METRICS = "metrics.json"
+# What a model folder holds, config.json first: removing it first uncommits the folder (see zoo.checkpoint).
+MODEL_FILES = [ckpt.CONFIG, ckpt.WEIGHTS, METRICS, STATE_FILE, README]
+
+
+def held(out: str | Path) -> list[str]:
+    """The model files already in `out` (a run to resume, or a model that training would replace)."""
+    return [name for name in MODEL_FILES if (Path(out) / name).exists()]
+
+
+def clear(out: str | Path) -> None:
+    """Remove the model files of `out`, so that a new run starts from nothing (the old card included)."""
+    for name in MODEL_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
 
 
 def to_stderr(line: str) -> None:
@@ -57,11 +71,12 @@ def fit(trainer: Trainer, out: str | Path | None = None, progress: bool | None =
 
 
 def save_run(out: str | Path, trainer: Trainer, metrics: dict, data: dict | None = None) -> Path:
-    """The model folder: best weights + config (with recipe, data and metrics) + the per-epoch history."""
+    """The model folder: the per-epoch history, the best weights, then the config (with recipe, data, metrics and
+    the weights' checksum), written last: the folder's commit point."""
     out = Path(out)
+    ckpt.save_json(out / METRICS, {"name": trainer.name, "history": trainer.history, "final": metrics})
     ckpt.save_model(out, trainer.name, trainer.model, trainer.tokenizer,
                     recipe=trainer.recipe.to_dict(), data=data or {}, metrics=metrics)
-    ckpt.save_json(out / METRICS, {"name": trainer.name, "history": trainer.history, "final": metrics})
     return out
 
 
@@ -69,10 +84,11 @@ def fit_ngram_run(corpus: Corpus, out: str | Path | None = None, max_order: int 
     """Count the Kneser-Ney n-gram (order 2..max_order chosen on validation, discounts fitted to it when
     `tune`) and score it like the networks."""
     started = time.perf_counter()
-    model, by_order = fit_ngram(corpus.splits.train, corpus.splits.valid, len(corpus.tokenizer),
-                                range(2, max_order + 1), tune)
+    # the n-gram's keys and its empty history (-1) need int64, not the corpus's compact ids
+    splits = {split: getattr(corpus.splits, split).long() for split in ("train", "valid", "test")}
+    model, by_order = fit_ngram(splits["train"], splits["valid"], len(corpus.tokenizer), range(2, max_order + 1), tune)
     seconds = time.perf_counter() - started
-    scores = {split: score(model, getattr(corpus.splits, split)) for split in ("train", "valid", "test")}
+    scores = {split: score(model, ids) for split, ids in splits.items()}
     metrics = {**{f"{split}_perplexity": s.perplexity for split, s in scores.items()},
                "test_bits_per_token": scores["test"].bits_per_token, "test_tokens": scores["test"].tokens,
                "order": model.config.order, "valid_perplexity_by_order": by_order,

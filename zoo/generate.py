@@ -73,7 +73,7 @@ def generate_ids(model, prefix_ids: torch.Tensor, length: int, temperature: floa
     if len(prefix_ids) == 0:
         raise ValueError("the prefix is empty: give at least one character the model knows")
     if not (math.isfinite(temperature) and temperature >= 0 and top_k >= 0 and 0 < top_p <= 1):
-        raise ValueError("need temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        raise ValueError("need a finite temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
     was_training = model.training
     model.eval()
     prefix_ids = prefix_ids.to(device_of(model))

@@ -6,7 +6,7 @@ model folder and checkpoint records exactly how it was trained.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from zoo.config import JSONConfig
 
@@ -52,8 +52,16 @@ class Recipe(JSONConfig):
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        if self.lr <= 0 or self.batch_size < 1 or self.num_steps < 1 or self.epochs < 0 or self.bptt_batches < 1:
-            raise ValueError("need lr > 0, batch_size >= 1, num_steps >= 1, epochs >= 0 and bptt_batches >= 1")
+        for f in fields(self):   # what a command line or a JSON file may hold that no trainer can use
+            value = getattr(self, f.name)
+            if f.type == "float" and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{f.name} must be a finite number >= 0, not {value!r}")
+            if f.type == "int" and not (isinstance(value, int) and 0 <= value < 2**63):
+                raise ValueError(f"{f.name} must be a whole number from 0 to 2**63 - 1, not {value!r}")
+        if self.lr <= 0 or self.batch_size < 1 or self.num_steps < 1 or self.eval_every < 1 or self.bptt_batches < 1:
+            raise ValueError("need lr > 0, batch_size >= 1, num_steps >= 1, eval_every >= 1 and bptt_batches >= 1")
+        if self.min_lr_ratio > 1 or max(self.dropout, self.weight_drop, self.ema) >= 1:
+            raise ValueError("need min_lr_ratio <= 1, and dropout, weight_drop and ema below 1")
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """Learning rate at optimizer step `step` (0-based) of `total_steps`."""

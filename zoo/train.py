@@ -97,6 +97,8 @@ class Trainer:
         if recipe.bptt_batches > 1 and (self.world > 1 or recipe.batching != "sequential"):
             raise TrainingError("bptt_batches > 1 needs sequential batching in one process")
         self.rows = slice(self.rank * recipe.batch_size // self.world, (self.rank + 1) * recipe.batch_size // self.world)
+        if self.run_dir and self.rank == 0:   # what a kill during a checkpoint write left behind
+            ckpt.remove_temporaries(self.run_dir)
         # what training calls: the model itself, or its DDP wrapper that all-reduces the gradients
         self.net = (DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
@@ -178,7 +180,9 @@ class Trainer:
                         group["lr"].fill_(lr)
                     else:
                         group["lr"] = lr
-                X, Y = X[self.rows].to(self.device, non_blocking=True), Y[self.rows].to(self.device, non_blocking=True)
+                # the corpus is compact ids (uint8 for 28 tokens); the model and the loss index with int64
+                X = X[self.rows].to(self.device, non_blocking=True).long()
+                Y = Y[self.rows].to(self.device, non_blocking=True).long()
                 if state is None or r.batching != "sequential":
                     state = None
                 elif i % r.bptt_batches == 0:   # cut the graph (every batch by default, as the book does)
@@ -241,6 +245,9 @@ class Trainer:
 
     def _validate(self) -> float:
         valid = score(self.eval_model, self.splits.valid).perplexity
+        if not math.isfinite(valid):
+            raise TrainingError(f"the validation perplexity overflowed at epoch {self.epoch}; lower the learning "
+                                f"rate or turn clipping on")
         if valid < self.best_valid:
             self.best_valid, self.best_epoch, self.bad_evals = valid, self.epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
@@ -307,6 +314,7 @@ class Trainer:
         """Rebuild a trainer from `run_dir`'s checkpoint; `recipe_overrides` may extend e.g. epochs."""
         run_dir = Path(run_dir)
         meta = read_state(run_dir)
+        ckpt.check_config(meta["model"], run_dir / STATE_FILE)
         tensors = ckpt.load_tensors(run_dir / STATE_FILE)
         model = model_from_config(meta["model"])
         recipe = replace(Recipe.from_dict(meta["recipe"]), **recipe_overrides)
