@@ -143,7 +143,8 @@ def cmd_eval(args) -> None:
     text = encode_file(args.text_file, tokenizer)
     if len(text.ids) < 2:
         raise ValueError(f"{args.text_file} holds fewer than two tokens that this model reads; nothing to score")
-    result = {"model": pretrained.name, "source": pretrained.source, **score(pretrained.model, text.ids).to_dict(),
+    scored = score(pretrained.model, text.ids)                  # compact ids, read chunk by chunk
+    result = {"model": pretrained.name, "source": pretrained.source, **scored.to_dict(),
               "characters": text.characters, "unknown": text.unknown, "read_as_space": text.replaced}
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
