@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a chec
 import book_code
 from book_code import book_model, book_updater, copy_weights, d2l
 from zoo import backends, create_model, kernels
-from zoo.data import BOOK_SHA1, Splits, Tokenizer, load_corpus, timemachine_path
+from zoo.data import BOOK_SHA1, DataError, Splits, Tokenizer, load_corpus, timemachine_path
 from zoo.evaluate import CHUNK, score, streams_for
 from zoo.generate import generate, sampler_for
 from zoo.models.base import device_of
@@ -498,6 +498,8 @@ def main(argv=None) -> dict:
         print(f"warning: load average {load:.1f} on {cores} cores: other processes share the CPU, so figures "
               f"are noisy and a multi-threaded op waits for descheduled threads (compare --threads 1)", flush=True)
     path = args.data or timemachine_path()
+    if not path.is_file():
+        raise DataError(f"no such file: {path}; --data takes the book's timemachine.txt")
     book_code.use_local_corpus(path, BOOK_SHA1)
     kernels.available(wait=True)                      # build or load the C++ kernels before any timing
     results = {"machine": {**machine(device), "load_average_start": os.getloadavg(),
@@ -549,4 +551,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:   # no corpus here: say where to put it, in one line
+        sys.exit(f"bench_speed: {e}")

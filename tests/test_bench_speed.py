@@ -2,6 +2,7 @@
 give the same loss curve from the same weights on the same batches, and the same greedy text."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,12 @@ def test_cuda_is_guarded_and_adds_the_large_batch_part(monkeypatch, capsys):
     assert bench_speed.parse_args([]).parts == ["train", "generate", "evaluate"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert bench_speed.parse_args(["--device", "cuda"]).parts == ["train", "generate", "evaluate", "large-batch"]
+
+
+def test_no_corpus_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_DATA"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)         # an empty cache: nothing verified there
+    run = subprocess.run([sys.executable, "scripts/bench_speed.py", "--smoke", "--data", str(tmp_path / "none.txt")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
+    assert run.stderr.startswith("bench_speed: ") and "none.txt" in run.stderr
