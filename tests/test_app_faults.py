@@ -11,7 +11,7 @@ import torch
 from app_fixtures import CORRUPTED, SPACE, running_app
 from gradio_client import Client
 
-from zoo import list_models
+from zoo.models import BOOK
 from zoo.checkpoint import CONFIG, SHA256, WEIGHTS, load_model, save_model
 
 if str(SPACE) not in sys.path:
@@ -26,7 +26,7 @@ LOAD_FAULTS = {
     "rnn": "sha256 mismatch",
 }
 RUN_FAULT = "ngram"        # loads (its checksum is right) but its tables point past their end
-HEALTHY = [name for name in list_models() if name not in LOAD_FAULTS and name != RUN_FAULT]
+HEALTHY = [name for name in BOOK if name not in LOAD_FAULTS and name != RUN_FAULT]
 
 
 def resave(folder, change) -> None:
@@ -75,9 +75,9 @@ def test_each_load_fault_is_one_line_in_its_own_slot(faulty):
 
 def test_sample_answers_in_the_healthy_panels_and_names_each_fault_in_its_own(faulty):
     _, client = faulty
-    out = client.predict("time traveller", 50, "sample", 0.8, 0, 1.0, 1, list_models(), api_name="/sample")
-    n = len(list_models())
-    infos, texts = dict(zip(list_models(), out[1:n + 1])), dict(zip(list_models(), out[n + 1:2 * n + 1]))
+    out = client.predict("time traveller", 50, "sample", 0.8, 0, 1.0, 1, BOOK, api_name="/sample")
+    n = len(BOOK)
+    infos, texts = dict(zip(BOOK, out[1:n + 1])), dict(zip(BOOK, out[n + 1:2 * n + 1]))
     for name in HEALTHY:
         assert "chars/s" in infos[name] and texts[name][0]["token"] == "time traveller", name
     for name, message in LOAD_FAULTS.items():
@@ -92,7 +92,7 @@ def test_perplexity_scores_the_healthy_models_and_lists_the_faults(faulty):
     for name, message in LOAD_FAULTS.items():
         assert f"{name}: not loaded (" in status and message in status
     assert f"{RUN_FAULT}: IndexError: " in status
-    labels = dict(zip(list_models(), (c["label"] for c in coloured)))
+    labels = dict(zip(BOOK, (c["label"] for c in coloured)))
     assert labels[RUN_FAULT] == f"{RUN_FAULT}: no score" and labels["gru"].startswith("gru: perplexity ")
 
 

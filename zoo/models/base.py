@@ -102,8 +102,9 @@ class RecurrentLM(nn.Module):
         return torch.stack(states)
 
     def inputs(self, ids: torch.Tensor) -> torch.Tensor:
-        """What the first layer reads: the ids themselves (one-hot, which the cells read as rows of W_x),
-        or their embeddings."""
+        """What the first layer reads: the ids themselves (one-hot, which the cells read as rows of W_x), as
+        int64 whatever their compact dtype, or their embeddings."""
+        ids = ids.long()
         return self.embedding(ids) if self.config.embedding else ids
 
     def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

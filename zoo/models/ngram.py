@@ -106,6 +106,7 @@ class NGramLM(nn.Module):
         """Log p(next token | history) for every position; the result does not depend on how text is cut."""
         n, V = self.config.order, self.config.vocab_size
         B, T = idx.shape
+        idx = idx.long()                                          # compact ids would overflow in the keys
         if state is None:
             state = self.init_state(B, idx.device)
         x = torch.cat([state[0], idx], dim=1)                     # (B, n-1+T): history, then the new tokens
