@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout: zoo need not be installed
 from zoo import checkpoint as ckpt  # noqa: E402
-from zoo.card import README, duration, repo_name, write_card  # noqa: E402
+from zoo.card import duration, repo_name, write_card  # noqa: E402
 from zoo.cli import EXPECTED_ERRORS, pick_device  # noqa: E402
 from zoo.data import Tokenizer, load_corpus  # noqa: E402
 from zoo.fit import METRICS, clear, fit, fit_ngram_run, held  # noqa: E402

@@ -8,6 +8,7 @@ here only:
                        i.e. <repo>/weights)
     RNN_ZOO_TRAIN_RUNS     runs the Train tab trains at once (default: 2 on a GPU, else 1 per 2 cores, at most 2)
     RNN_ZOO_TRAIN_SECONDS  the time limit of one run (default 60)
+    RNN_ZOO_EXERCISES  the exercises' results (default: docs/exercises/ beside the zoo package)
     ZOO_BACKEND        what runs the recurrent layers: auto (default: the fastest, measured), step, torch, kernel
 Nothing is uploaded (max_file_size 0: no component takes a file); SIGTERM ends the server as Ctrl-C does, so
 the Train tab's run folders are removed either way.
@@ -25,6 +26,7 @@ if importlib.util.find_spec("zoo") is None:       # a checkout, zoo not installe
     sys.path.insert(0, str(HERE.parent))
 
 import gradio as gr  # noqa: E402
+import tab_exercises  # noqa: E402
 import tab_gates  # noqa: E402
 import tab_perplexity  # noqa: E402
 import tab_sample  # noqa: E402
@@ -43,6 +45,8 @@ from zoo.models import BOOK  # noqa: E402
 
 PINS = hub_pins(HERE / "README.md")   # the Hub commits the deployment trusts; none: the bundled weights
 WEIGHTS = Path(os.environ.get("RNN_ZOO_WEIGHTS") or Path(zoo.__file__).resolve().parents[1] / "weights")
+EXERCISES = Path(os.environ.get("RNN_ZOO_EXERCISES") or
+                 Path(zoo.__file__).resolve().parents[1] / "docs" / "exercises")
 MODEL_CONCURRENCY = os.cpu_count() or 2   # model calls at once, one core each (device.runs_models); more queue
 QUEUE_SIZE = 500         # visitors waiting beyond this are told the queue is full, instead of waiting minutes
 TRAIN_RUNS = int(os.environ.get("RNN_ZOO_TRAIN_RUNS") or
@@ -81,7 +85,7 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
                     f"from scratch and with `torch.nn`, and a Kneser-Ney n-gram as the line to beat: {loaded} of "
                     f"{len(slots)} models loaded, running on {DEVICE.type}.")
         yours = gr.State(Session(), time_to_live=SESSION_SECONDS, delete_callback=forget)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Sample side by side", id="sample", elem_id="tab-sample"):
                 tab_sample.build(slots, memorised, book_note, yours)
             with gr.Tab("Perplexity", id="perplexity", elem_id="tab-perplexity"):
@@ -89,9 +93,11 @@ def build_demo(slots: dict[str, Slot], memorised: Memorised | None = None, book_
             with gr.Tab("Training", id="training", elem_id="tab-training"):
                 tab_training.build(slots)
             with gr.Tab("Train", id="train", elem_id="tab-train"):
-                tab_train.build(corpus, book_note, runs, yours, TRAIN_SECONDS)
+                train_settings = tab_train.build(corpus, book_note, runs, yours, TRAIN_SECONDS)
             with gr.Tab("Inside the gates", id="gates", elem_id="tab-gates"):
                 tab_gates.build(slots)
+            with gr.Tab("Exercises", id="exercises", elem_id="tab-exercises"):
+                tab_exercises.build(EXERCISES, train_settings, tabs)
 
         def page_closed(request: gr.Request) -> None:
             """A visitor who leaves stops their run (Gradio also closes its generator)."""

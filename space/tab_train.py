@@ -1,5 +1,5 @@
-"""Train: pick one of the book's models and its hyperparameters, press Train and watch it learn The Time
-Machine here and now: training and validation perplexity on a live plot (the previous run beside it to
+"""Train: pick one of the book's models (or an exercise's variant) and its hyperparameters, press Train and
+watch it learn The Time Machine, or a text of your own pasted in, here and now: training and validation perplexity on a live plot (the previous run beside it to
 compare), a greedy and a sampled continuation every few seconds, tokens/s; then use the model in the other
 tabs and download it.
 
@@ -12,6 +12,7 @@ per address an hour, the run folders kept), the time limit (the recipe's time bu
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -21,16 +22,17 @@ from pathlib import Path
 import gradio as gr
 import torch
 from device import DEVICE
-from inputs import check_number, check_text, refuse
+from inputs import MAX_CHARS, check_number, check_text, refuse
 from train_runs import COLOURS, Run, Runs, Session, Ticket, client_of
 
 from zoo import create_model, list_models
 from zoo.checkpoint import CONFIG, WEIGHTS, load_model
-from zoo.data import Corpus, Splits
+from zoo.data import Corpus, DataError, Splits, split
 from zoo.evaluate import score
 from zoo.fit import save_run
 from zoo.generate import generate
 from zoo.recipes import Recipe, recipe_for
+from zoo.tokenizer import Tokenizer
 from zoo.train import Trainer, TrainingError
 
 ARCHITECTURES = [name for name in list_models() if name != "ngram"]
@@ -41,7 +43,8 @@ UPDATE_EVERY = 0.25         # seconds between two updates of the page
 SAMPLE_EVERY = 3.0          # seconds between two refreshes of the continuations
 SAMPLE_LENGTH, TEMPERATURE, SEED = 100, 0.8, 0
 LEARNING_RATES = {"sgd": None, "adamw": 4e-3}   # None: the book's rate for the model (1, or 2 for deep LSTMs)
-TEXTS = {"book": 10_000, "all": 0}               # the book trains on its first 10,000 characters; all: the split
+TEXTS = {"book": 10_000, "all": 0, "yours": 0}   # the book trains on its first 10,000 characters; else a whole split
+MAX_PASTED = 1_000_000                           # characters of a visitor's own text
 # ZeroGPU (which sets SPACES_ZERO_GPU) lends a GPU to one decorated call at a time, in another process where
 # the stop flag cannot reach: there the runs train on the CPU. Elsewhere on the GPU when there is one,
 # logging less often (each log waits for the GPU).
@@ -81,12 +84,14 @@ class Settings:
     batch_size: int
     tokens: int          # train on the first N characters; 0: the whole training split
     seconds: int
+    text: str = "book"   # "book" | "all": The Time Machine; "yours": the visitor's pasted text
 
     @property
     def label(self) -> str:
         """The settings in a few words, for the status line."""
         shape = f"{self.hidden} hidden" + (f" × {self.layers} layers" if self.layers > 1 else "")
-        text = "the book's 10k characters" if self.tokens else "the whole training text"
+        text = {"book": "the book's 10k characters", "all": "the whole training text",
+                "yours": "your text"}[self.text]
         return (f"{self.name}, {shape}, {self.optimizer} lr {self.lr:g}, {self.batching}, batch {self.batch_size} "
                 f"× {self.num_steps} steps, {text}")
 
@@ -108,13 +113,30 @@ def check_settings(corpus: Corpus, name, hidden, layers, optimizer, lr, batching
                         optimizer, check_number(lr, "learning rate", 1e-5, 10, integer=False), batching,
                         check_number(num_steps, "sequence length", 5, 100),
                         check_number(batch_size, "batch size", 1, 64), TEXTS[text],
-                        check_number(seconds, "time limit", 1, max_seconds))
+                        check_number(seconds, "time limit", 1, max_seconds), text)
     size = parameters(name, len(corpus.tokenizer), settings.hidden, settings.layers)
     if size > MAX_PARAMETERS:
         layers = f"{settings.layers} layer" + "s" * (settings.layers > 1)
         raise refuse(f"{name} with {settings.hidden} hidden units and {layers} has {size:,} parameters; the limit "
                      f"here is {MAX_PARAMETERS:,}: use fewer hidden units or layers.")
     return settings
+
+
+def pasted_corpus(text: str | None, mode: str) -> Corpus:
+    """A visitor's own text as a corpus: its own vocabulary (the book's 28 tokens, or every character) and
+    its own contiguous 90/5/5 split; or a refusal that says what is wrong with it."""
+    if text is None or not text.strip():
+        raise refuse("Your text is empty: paste the text to train on into the box below the choice.")
+    if len(text) > MAX_PASTED:
+        raise refuse(f"Your text has {len(text):,} characters; the limit here is {MAX_PASTED:,}.")
+    check_text(text[:MAX_CHARS], "text")                  # plain text, not binary data
+    tokenizer = Tokenizer.fit(text, mode)
+    try:
+        splits = split(tokenizer.ids(text))
+    except DataError as e:
+        raise refuse(f"Your text is too short to train on: {e}.") from None
+    return Corpus(tokenizer, splits, {"name": "your text", "sha1": hashlib.sha1(text.encode()).hexdigest(),
+                                      "characters": len(text)})
 
 
 def continuations(model, tokenizer, prompt: str) -> tuple[str, str]:
@@ -218,10 +240,12 @@ def finish(corpus: Corpus, settings: Settings, trainer: Trainer, run: Run, why: 
                    f"validation {metrics['valid_perplexity']:.2f}, test {metrics['test_perplexity']:.2f}")
 
 
-def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, max_seconds: int) -> None:
-    """The settings, Train and Stop, the live plot, the continuations and the download."""
+def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, max_seconds: int) -> dict:
+    """The settings, Train and Stop, the live plot, the continuations and the download; returns the settings'
+    components by name (the Exercises tab sets them)."""
     train_text = len(corpus.splits.train) if corpus else 0
-    gr.Markdown(f"Train one of the book's models on *The Time Machine*, here and now, and watch it learn. Each run "
+    gr.Markdown(f"Train one of the book's models, or a variant from its exercises, on *The Time Machine* or on a "
+                f"text of your own, here and now, and watch it learn. Each run "
                 f"trains for up to {max_seconds} s (Stop ends it sooner) with at most {MAX_PARAMETERS:,} "
                 f"parameters; one run per visitor, {runs.limit} at a time on this server. The defaults are the "
                 f"book's recipe. The trained model joins the Sample and Perplexity tabs as *your model*.")
@@ -239,12 +263,18 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
         batch_size = gr.Slider(1, 64, 32, step=1, label="Batch size", elem_id="train-batch")
     with gr.Row():
         text = gr.Radio([("the book's: the first 10,000 characters", "book"),
-                         (f"the whole training split ({train_text:,} characters)", "all")], value="book",
+                         (f"the whole training split ({train_text:,} characters)", "all"),
+                         ("your own text, pasted below (its own 90/5/5 split)", "yours")], value="book",
                         label="Training text", elem_id="train-text", scale=2)
         prompt = gr.Textbox("time traveller", label="Prompt for the continuations", elem_id="train-prompt", scale=2)
         with gr.Column(scale=1):
             start = gr.Button("Train", variant="primary", elem_id="train-start")
             stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
+    with gr.Row(visible=False) as own:
+        pasted = gr.Textbox(label=f"Your text (up to {MAX_PASTED:,} characters)", lines=6, max_lines=12,
+                            elem_id="train-pasted", scale=3)
+        mode = gr.Radio([("the book's 28 tokens (a-z and space)", "book"), ("every character", "chars")],
+                        value="book", label="Read as", elem_id="train-mode", scale=1)
     status = gr.Markdown("" if corpus else f"⚠️ Training needs The Time Machine, which could not be loaded: "
                                            f"{book_note}", elem_id="train-status")
     with gr.Row():
@@ -262,20 +292,24 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
                           "rebuilds it)", file_count="multiple", interactive=False, elem_id="train-files")
 
     def train(name, hidden, layers, optimizer, lr, batching, num_steps, batch_size, text, seconds, prompt, compare,
-              visitor: Session, request: gr.Request):
+              pasted, mode, visitor: Session, request: gr.Request):
         """Train one model, streaming the status, the plot and every few seconds the continuations."""
-        if corpus is None:
+        if text == "yours":
+            data = pasted_corpus(pasted, mode)
+        elif corpus is None:
             raise refuse(f"Training needs The Time Machine, which this server could not load: {book_note}")
-        settings = check_settings(corpus, name, hidden, layers, optimizer, lr, batching, num_steps, batch_size, text,
+        else:
+            data = corpus
+        settings = check_settings(data, name, hidden, layers, optimizer, lr, batching, num_steps, batch_size, text,
                                   seconds, max_seconds)
         prompt = check_text(prompt, "prompt")
-        if not corpus.tokenizer.encode(prompt):
+        if not data.tokenizer.encode(prompt):
             raise refuse("The model would read this prompt as nothing at all: give it some letters.")
         ticket = runs.start(request.session_hash, client_of(request), settings.seconds)
         try:
             visitor = visitor or Session()
             visitor.compare = compare
-            yield from stream(corpus, settings, prompt, visitor, ticket, runs)
+            yield from stream(data, settings, prompt, visitor, ticket, runs)
         finally:
             runs.end(ticket)
 
@@ -286,7 +320,7 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
         gr.Info("Stopping: the best weights are scored and saved…" if stopping else "No run of yours is training.")
 
     settings = [name, hidden, layers, optimizer, lr, batching, num_steps, batch_size, text, seconds, prompt, compare,
-                session]
+                pasted, mode, session]
     # `runs` refuses what is over its limits, at once and with a message: the handlers must be let in to do
     # that (two more than run at once), rather than wait in the queue for a free place.
     start.click(train, settings, [status, plot, greedy, sampled, files, session], api_name="train",
@@ -297,3 +331,6 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
     name.change(lambda name, optimizer: (book_lr(name, optimizer), default_layers(name)), [name, optimizer],
                 [lr, layers], queue=False, api_visibility="private")
     optimizer.change(book_lr, [name, optimizer], lr, queue=False, api_visibility="private")
+    text.change(lambda text: gr.Row(visible=text == "yours"), text, own, queue=False, api_visibility="private")
+    return {"name": name, "hidden": hidden, "layers": layers, "optimizer": optimizer, "lr": lr, "batching": batching,
+            "num_steps": num_steps, "batch_size": batch_size, "text": text, "seconds": seconds}

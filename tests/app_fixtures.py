@@ -80,13 +80,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def import_app(weights: Path):
+def make_exercises(folder: Path) -> Path:
+    """Two exercises' results in smoke mode: one that trains runs (9.1.4), one that measures (9.2.3)."""
+    from zoo.exercises import BY_ID, Setup, run
+    for id in ("9.1.4", "9.2.3"):
+        run(BY_ID[id], Setup(budget=5, smoke=True), folder, log=lambda line: None)
+    return folder
+
+
+def import_app(weights: Path, exercises: Path | None = None):
     """space/app.py imported as a module (it loads its models at import), configured by its env vars: two runs
     at once on the server, so that the limits per visitor are seen apart from the server's."""
     if str(SPACE) not in sys.path:
         sys.path.insert(0, str(SPACE))     # app.py imports its sibling modules, as `python space/app.py` does
-    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_TRAIN_RUNS")}
+    saved = {k: os.environ.get(k) for k in ("RNN_ZOO_WEIGHTS", "RNN_ZOO_TRAIN_RUNS", "RNN_ZOO_EXERCISES")}
     os.environ.update(RNN_ZOO_WEIGHTS=str(weights), RNN_ZOO_TRAIN_RUNS="2")
+    if exercises:
+        os.environ["RNN_ZOO_EXERCISES"] = str(exercises)
     try:
         spec = importlib.util.spec_from_file_location("rnn_zoo_app", SPACE / "app.py")
         module = importlib.util.module_from_spec(spec)
@@ -107,9 +117,9 @@ class RunningApp:
 
 
 @contextlib.contextmanager
-def running_app(weights: Path):
+def running_app(weights: Path, exercises: Path | None = None):
     """The app served on a free local port for as long as the context lasts."""
-    app = import_app(weights)
+    app = import_app(weights, exercises)
     _, url, _ = app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                 quiet=True, **app.LAUNCH)
     try:

@@ -50,10 +50,17 @@ def app_weights(tmp_path_factory, corpus):
 
 
 @pytest.fixture(scope="session")
-def app(app_weights):
+def app_exercises(tmp_path_factory):
+    """A results folder of two exercises run in smoke mode, for the Exercises tab."""
+    from app_fixtures import make_exercises
+    return make_exercises(tmp_path_factory.mktemp("docs") / "exercises")
+
+
+@pytest.fixture(scope="session")
+def app(app_weights, app_exercises):
     """space/app.py launched once per test session on those weights (Hub off): `.module`, `.url`."""
     from app_fixtures import running_app
-    with running_app(app_weights) as running:
+    with running_app(app_weights, app_exercises) as running:
         yield running
 
 

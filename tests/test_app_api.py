@@ -5,6 +5,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import gradio
 import pytest
@@ -58,7 +59,7 @@ def joined(pieces) -> str:
 def test_every_action_is_a_named_endpoint(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(endpoints) == {"/sample", "/show_models", "/perplexity", "/example", "/training", "/gates",
-                              "/train", "/stop_training"}
+                              "/train", "/stop_training", "/exercise", "/exercise_to_train"}
 
 
 # ---------------------------------------------------------------------------- sample side by side
@@ -323,3 +324,23 @@ def test_unpin_returns_to_the_bundled_weights(local_hub, app_weights, tmp_path):
     assert pin_to_the_hub(tmp_path, "--unpin") == {}
     card = yaml.safe_load((tmp_path / "README.md").read_text().split("---")[1])
     assert "models" not in card and "preload_from_hub" not in card
+
+
+# ---------------------------------------------------------------------------- exercises
+
+def test_an_exercise_shows_its_question_numbers_plot_and_answer(client):
+    page, plot, runs = client.predict("9.1.4", api_name="/exercise")
+    assert "## 9.1.4: Only a reset gate, or only an update gate" in page and "**Answer.**" in page
+    assert "| reset gate only | `gru-reset-only` |" in page and Path(plot["value"]).name == "9.1.4.png"
+    assert {"GRU", "reset gate only", "update gate only"} <= set(c[0] for c in runs["choices"])
+    page, plot, runs = client.predict("9.2.3", api_name="/exercise")        # a measurement, no curves
+    assert "gate blocks" in page and not plot["visible"] and runs["choices"] == []
+    page, _, _ = client.predict("8.5.2", api_name="/exercise")               # no results in that folder
+    assert "Not run: it needs its results" in page
+
+
+def test_a_run_of_an_exercise_sets_up_the_train_tab(client):
+    settings = client.predict("9.1.4", "update gate only", api_name="/exercise_to_train")   # the tabs are no data
+    assert list(settings) == ["gru-update-only", 256, 1, "adamw", 0.016, "sequential", 64, 32, "all"]
+    with pytest.raises(AppError, match="that the Train tab can train"):
+        client.predict("9.1.4", "no such run", api_name="/exercise_to_train")

@@ -52,7 +52,7 @@ def served(app_weights, tmp_path):
 def test_run_folders_are_removed_when_the_server_is_stopped(served, sig):
     proc, url, cache = served
     files = Client(url, verbose=False).predict("gru", 32, 1, "sgd", 1.0, "sequential", 35, 32, "book", 1,
-                                               "time traveller", True, api_name="/train")[4]
+                                               "time traveller", True, "", "book", api_name="/train")[4]
     [root] = list(cache.glob("rnn-zoo-runs-*"))
     assert len(files) == 2 and len(list(root.rglob("model.safetensors"))) == 1
     proc.send_signal(sig)

@@ -25,7 +25,7 @@ import train_runs  # noqa: E402
 from train_runs import CLIENT_SECONDS, WINDOW, Runs, Session  # noqa: E402
 
 SETTINGS = dict(name="gru", hidden=32, layers=1, optimizer="sgd", lr=1.0, batching="sequential", num_steps=35,
-                batch_size=32, text="book", seconds=3, prompt="time traveller", compare=True)
+                batch_size=32, text="book", seconds=3, prompt="time traveller", compare=True, pasted="", mode="book")
 
 
 def submit(client, **overrides):
@@ -91,6 +91,23 @@ def test_a_short_run_streams_falling_perplexity_and_ends_with_a_model(client, tm
     assert config["recipe"]["time_budget"] == 3 and config["recipe"]["train_tokens"] == 10_000
     assert config["metrics"]["valid_perplexity"] < train[0]
     load_model(folder)
+
+
+def test_a_visitors_own_text_and_an_exercise_variant_train_with_their_own_vocabulary_and_split(client, tmp_path):
+    """Pasted text, read character by character (case and punctuation kept), trains a variant of the book's
+    cells; the model it makes knows that text's characters and was validated on that text."""
+    text = "".join(f"Line {i}: The Quick Brown Fox; jumps over {i % 7} lazy dogs!\n" for i in range(400))
+    job = submit(client, name="gru-update-only", text="yours", pasted=text, mode="chars", prompt="Line 3")
+    status, plot, greedy, sampled, files = job.result()
+    assert "your text" in status and "gru-update-only" in status and greedy.startswith("Line 3")
+    folder = tmp_path / "yours"
+    folder.mkdir()
+    for path in files:
+        shutil.copy(path, folder)
+    model = load_model(folder)
+    assert model.tokenizer.mode == "chars" and {"Q", ";", "!", "\n"} <= set(model.tokenizer.tokens)
+    assert model.info["data"]["name"] == "your text" and model.info["data"]["characters"] == len(text)
+    assert model.info["metrics"]["valid_perplexity"] < len(model.tokenizer)
 
 
 def test_the_trained_model_joins_the_other_tabs_and_two_runs_share_the_plot(client, tmp_path, app):
@@ -185,6 +202,9 @@ def test_one_run_per_visitor_and_a_few_at_a_time_on_the_server(client, app):
     (dict(batching="shuffled"), "not in the list of choices"),
     (dict(prompt="1895!"), "read this prompt as nothing at all"),
     (dict(prompt=""), "prompt is empty"),
+    (dict(text="yours"), "Your text is empty"),
+    (dict(text="yours", pasted="just a few words"), "too short to train on"),
+    (dict(text="yours", pasted="x" * 1_000_001), "the limit here is 1,000,000"),
 ])
 def test_bad_settings_get_a_clear_message(client, settings, message):
     with pytest.raises(AppError, match=message):

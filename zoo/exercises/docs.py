@@ -81,7 +81,9 @@ def measured_table(results: dict) -> str:
     return ""
 
 
-def section(results: dict, folder: str) -> str:
+def section(results: dict, folder: str | None) -> str:
+    """An exercise's markdown: question, what ran, its tables, the plot (linked from `folder`; None: left out
+    for the page that shows it itself) and the answer."""
     head = f"## {results['id']}: {results['question']}"
     if not results.get("answer"):
         return f"{head}\n\n*{results['section']}.* Not run: it needs {results['needs']}.\n"
@@ -91,7 +93,7 @@ def section(results: dict, folder: str) -> str:
     parts = [head, "", f"*{results['section']}.* {what}." + (" **Smoke run: tiny sizes, not an answer.**"
                                                               if setup["smoke"] else "")]
     if results.get("runs"):
-        parts += ["", runs_table(results), "", f"![{results['id']}]({folder}/{results['id']}.png)"]
+        parts += ["", runs_table(results)] + (["", f"![{results['id']}]({folder}/{results['id']}.png)"] if folder else [])
     if results.get("measured"):
         parts += ["", measured_table(results)]
     parts += ["", f"**Answer.** {results['answer']}"]
