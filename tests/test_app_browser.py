@@ -186,6 +186,21 @@ def test_the_defaults_follow_the_model_and_the_optimizer(page):
     page.wait_for_function("() => document.querySelector('#train-lr input').value === '0.004'")
 
 
+def test_an_exercise_and_its_run_in_the_train_tab(page):
+    page.get_by_role("tab", name="Exercises").click()
+    page.locator("#exercise-pick input").click()
+    page.get_by_role("option", name="9.1.4: Only a reset gate, or only an update gate: what happens?").click()
+    page.wait_for_function("() => document.querySelector('#exercise-page').innerText.includes('Answer.')")
+    page.locator("#exercise-plot img").wait_for()
+    assert "gru-update-only" in text_of(page, "#exercise-page")
+    page.screenshot(path=SHOTS / "exercises.png", full_page=True)
+    page.locator("#exercise-run input").click()
+    page.get_by_role("option", name="update gate only", exact=True).click()
+    page.locator("#exercise-train").click()
+    page.wait_for_function("() => document.querySelector('#train-model input').value === 'gru-update-only'")
+    assert page.locator("#train-optimizer").get_by_label("adamw").is_checked()
+
+
 def test_every_request_stays_on_this_machine(page, app):
     here = urlparse(app.url).netloc
     outside = [url for url in page.requests if not url.startswith(("data:", "blob:")) and urlparse(url).netloc != here]

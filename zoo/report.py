@@ -81,7 +81,7 @@ def verdict(rows: list[Row]) -> str:
 def plot(rows: list[Row], x: str, path: Path) -> Path:
     """Validation perplexity against `x` ("epoch" or "elapsed") for every model; the n-gram as a line."""
     from matplotlib.figure import Figure   # no pyplot: no global backend or figure list to manage (Agg renders)
-    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 5), dpi=100)
     ax = fig.subplots()
@@ -91,11 +91,7 @@ def plot(rows: list[Row], x: str, path: Path) -> Path:
             ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=r.name)
         elif r.name == BASELINE and r.get("valid_perplexity"):
             ax.axhline(r.get("valid_perplexity"), color="black", linestyle="--", label=f"{r.name} (line to beat)")
-    ax.set_yscale("log")
-    low, high = ax.get_ylim()
-    ax.yaxis.set_major_locator(FixedLocator([t for t in TICKS if low <= t <= high]))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    log_axis(ax)
     if x == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch" if x == "epoch" else "wall-clock training time (s)")
@@ -107,6 +103,17 @@ def plot(rows: list[Row], x: str, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})   # no version stamp: the same numbers give the same file
     return path
+
+
+def log_axis(ax) -> None:
+    """A log-scale y axis labelled with plain numbers (3, 4, 5, 6, 8, 10) instead of powers of ten."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_locator(FixedLocator([t for t in TICKS if low <= t <= high]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def write_report(out: str | Path, title: str = "RNN Zoo: the comparison") -> Path:

@@ -327,7 +327,7 @@ def agreement(exercise: Exercise, results: dict) -> str:
             verdict = ("agree: removing the update gate costs more than removing the reset gate"
                        if without_z > without_r else "do not bear it out: removing the reset gate costs more")
             return (f"The measurements {verdict} (validation {without_z:.3f} without the update gate, "
-                    f"{without_r:.3f} without the reset gate); character-level text needs memory over tens of steps.")
+                    f"{without_r:.3f} without the reset gate).")
     if exercise.id == "9.1.1":
         z = results["measured"]["gates_by_step"]["update"]
         verdict = "agree" if z[0] < 0.5 < statistics.fmean(z[1:]) else "do not agree"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from zoo.exercises.catalog import EXERCISES
 from zoo.exercises.runs import cell, mean
+from zoo.report import log_axis
 
 TITLE = "The book's exercises, answered by experiment"
 
@@ -21,7 +22,7 @@ def plot(results: dict, path: Path) -> Path:
             points = [(h["epoch"], h["valid_perplexity"]) for h in r["history"] if h.get("valid_perplexity")]
             if points:
                 ax.plot(*zip(*points), color=f"C{i}", alpha=1 if j == 0 else 0.45, label=label if j == 0 else None)
-    ax.set_yscale("log")
+    log_axis(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation perplexity")
     ax.set_title(f"{results['id']}: {results['question'][:70]}" + ("..." if len(results["question"]) > 70 else ""),
