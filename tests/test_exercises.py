@@ -50,3 +50,22 @@ def test_list_and_an_unknown_exercise():
                              text=True)
     assert unknown.returncode != 0 and unknown.stderr.strip().splitlines() == [
         "zoo exercise: no exercise '1.2.3'; `zoo exercise list` lists them"]
+
+
+def test_a_diverging_run_is_a_result_not_a_crash():
+    """A learning rate that blows the loss up: the run reports how it diverged, and the table shows '-'."""
+    from zoo.exercises.runs import Run, cell, train_all
+    run = Run("too fast", "rnn-scratch", "book", settings={"lr": 1e30, "clip": 0})
+    [result] = train_all([run], Setup(budget=5, smoke=True), log=lambda line: None)["too fast"]
+    assert result["stopped_by"] == "diverged" and "lower the learning rate" in result["failed"]
+    assert cell([result], "valid_perplexity") == "-"
+
+
+def test_the_committed_answer_key_covers_every_exercise():
+    folder = ROOT / "docs" / "exercises"
+    for id in RUNNABLE:
+        results = json.loads((folder / f"{id}.json").read_text())
+        assert results["answer"] and not results["setup"]["smoke"], id
+        assert (folder / f"{id}.png").is_file() == bool(BY_ID[id].runs)
+    page = (ROOT / "docs" / "exercises.md").read_text()
+    assert "Smoke run" not in page and all(f"## {e.id}: " in page for e in EXERCISES)

@@ -36,15 +36,18 @@ def plot(results: dict, path: Path) -> Path:
 
 
 def runs_table(results: dict) -> str:
-    head = ["run", "model", "valid ppl", "test ppl", "train ppl", "tokens/s", "parameters", "seconds", "epochs",
-            "stopped by"]
+    """Per run, mean ± half the range over its seeds: the best-validation weights' perplexities, the running
+    training perplexity of the last epoch (the book's measure), speed, size, time, how it stopped."""
+    head = ["run", "model", "valid ppl", "test ppl", "train ppl", "last epoch's train ppl", "tokens/s", "parameters",
+            "seconds", "epochs", "stopped by"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, seeds in results["runs"].items():
         speed = mean(seeds, "tokens_per_sec")
         stopped = ", ".join(sorted({r["stopped_by"] for r in seeds}))
         lines.append("| " + " | ".join([
             label, f"`{seeds[0]['model']}`", cell(seeds, "valid_perplexity"), cell(seeds, "test_perplexity"),
-            cell(seeds, "train_perplexity"), f"{speed / 1e3:.0f}k" if speed else "-", f"{seeds[0]['parameters']:,}",
+            cell(seeds, "train_perplexity"), cell(seeds, "final_train_perplexity"),
+            f"{speed / 1e3:.0f}k" if speed else "-", f"{seeds[0]['parameters']:,}",
             f"{mean(seeds, 'seconds'):.0f}", f"{mean(seeds, 'epochs'):.0f}", stopped]) + " |")
     return "\n".join(lines)
 
@@ -89,12 +92,17 @@ def section(results: dict, folder: str | None) -> str:
     if not results.get("answer"):
         return f"{head}\n\n*{results['section']}.* Not run: it needs {results['needs']}.\n"
     setup = results["setup"]
-    what = (f"`{results['command']}`: on {results['machine']}, {results['date']}, {setup['budget']:g} s per training "
-            f"run at most, {setup['jobs']} at a time; {results['seconds'] / 60:.1f} minutes in all")
+    trained = [r for seeds in results.get("runs", {}).values() for r in seeds]
+    cost = (f"{len(trained)} training runs of at most {setup['budget']:g} s, {setup['jobs']} at a time, "
+            f"{sum(r['seconds'] for r in trained) / 60:.1f} minutes of training in all" if trained
+            else f"{results['seconds']:.0f} s")
+    what = f"`{results['command']}`: on {results['machine']}, {results['date']}; {cost}"
     parts = [head, "", f"*{results['section']}.* {what}." + (" **Smoke run: tiny sizes, not an answer.**"
                                                               if setup["smoke"] else "")]
     if results.get("runs"):
-        parts += ["", runs_table(results)] + (["", f"![{results['id']}]({folder}/{results['id']}.png)"] if folder else [])
+        parts += ["", runs_table(results)]
+        if folder:
+            parts += ["", f"![{results['id']}]({folder}/{results['id']}.png)"]
     if results.get("measured"):
         parts += ["", measured_table(results)]
     parts += ["", f"**Answer.** {results['answer']}"]
@@ -109,7 +117,8 @@ def section(results: dict, folder: str | None) -> str:
 def write_docs(out: str | Path) -> Path:
     """OUT.md beside the folder OUT: every exercise, its results where OUT holds them."""
     out = Path(out)
-    found = {e.id: json.loads((out / f"{e.id}.json").read_text()) for e in EXERCISES if (out / f"{e.id}.json").is_file()}
+    found = {e.id: json.loads((out / f"{e.id}.json").read_text())
+             for e in EXERCISES if (out / f"{e.id}.json").is_file()}
     for e in EXERCISES:
         found.setdefault(e.id, {"id": e.id, "question": e.question, "section": e.section, "needs": e.needs,
                                 "answer": ""})

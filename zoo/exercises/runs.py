@@ -108,6 +108,13 @@ def train(run: Run, seed: int, setup: Setup) -> dict:
     return result
 
 
+def with_final(result: dict) -> dict:
+    """The result with the running training perplexity of its last epoch: the book's measure (the other
+    numbers are those of the best-validation weights)."""
+    history = result.get("history") or [{}]
+    return {**result, "final_train_perplexity": history[-1].get("train_perplexity")}
+
+
 def stop_reason(trainer: Trainer, failed: str | None) -> str:
     if failed:
         return "diverged"
@@ -133,7 +140,7 @@ def train_all(runs: list[Run], setup: Setup, log=print) -> dict[str, list[dict]]
         for seed in range(run.seeds):
             kept = cache / f"{run.key(seed, setup)}.json" if cache else None
             if kept and kept.is_file():
-                results[run.label].append(json.loads(kept.read_text()))
+                results[run.label].append(with_final(json.loads(kept.read_text())))
             else:
                 todo.append((run, seed, kept))
     if todo:
@@ -147,7 +154,7 @@ def train_all(runs: list[Run], setup: Setup, log=print) -> dict[str, list[dict]]
             result = future.result()
             log(f"  {run.label} seed {result['seed']}: " + (f"valid ppl {result['valid_perplexity']:.3f}" if
                 not result["failed"] else f"diverged ({result['failed']})") + f" in {result['seconds']:.0f} s")
-            results[run.label].append(result)
+            results[run.label].append(with_final(result))
             if kept:
                 kept.parent.mkdir(parents=True, exist_ok=True)
                 kept.write_text(json.dumps(result))
@@ -177,4 +184,9 @@ def cell(results: list[dict], key: str, digits: int = 3) -> str:
     if m is None:
         return "-"
     s = spread(results, key)
-    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if len(values(results, key)) > 1 else "")
+    return number(m, digits) + (f" ± {number(s, digits)}" if len(values(results, key)) > 1 else "")
+
+
+def number(x: float, digits: int = 3) -> str:
+    """3.912, or 4.4e+08 for a perplexity that exploded."""
+    return f"{x:.{digits}f}" if abs(x) < 1e5 else f"{x:.2g}"
