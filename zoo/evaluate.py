@@ -5,6 +5,7 @@ read as several streams side by side, a batch instead of one long sequence: each
 contiguous part, and first reads the WARMUP tokens before its part, unscored, so that its state holds
 what one stream reading everything would hold. The first stream starts at the first token, exactly as a
 single stream does; bench_speed.py shows the others keep the perplexity within 0.1% of one stream's.
+Texts up to EXACT tokens (every split of the book) are read as one stream.
 On a GPU the chunks of a recurrent model are replayed from a recorded CUDA graph: the same kernels,
 without the launches that would otherwise cost more than the work.
 """
@@ -22,9 +23,10 @@ from zoo.graphs import clone, record, recorded, tensors
 from zoo.models.base import RecurrentLM, device_of
 
 CHUNK = 4096           # time steps per forward pass of a single stream (memory, not results)
-BATCH_TOKENS = 65_536  # tokens per forward pass over all streams
+BATCH_TOKENS = 16_384  # tokens per forward pass over all streams (a kernel keeps its gates: memory)
 WARMUP = 1024          # tokens a stream reads before its part
-PART = 16_384          # the least tokens a stream scores: shorter texts are read as one stream, exactly
+EXACT = 65_536         # texts up to this many tokens are read as one stream, exactly (a split of the book is)
+PART = 4_096           # tokens a stream scores in a longer text, after its WARMUP ones
 MAX_STREAMS = 64
 GRAPH_STEPS = 256      # time steps in a recorded chunk (GPU)
 
@@ -73,8 +75,9 @@ def surprisal(model: torch.nn.Module, ids: torch.Tensor, chunk: int = CHUNK) -> 
 
 
 def streams_for(tokens: int) -> int:
-    """How many streams read a text of `tokens` predicted tokens: one per PART tokens, at most MAX_STREAMS."""
-    return max(1, min(MAX_STREAMS, tokens // PART))
+    """How many streams read a text of `tokens` predicted tokens: one up to EXACT, then one per PART tokens,
+    at most MAX_STREAMS."""
+    return 1 if tokens <= EXACT else min(MAX_STREAMS, tokens // PART)
 
 
 @torch.no_grad()
@@ -159,7 +162,9 @@ def _warm_up(model, ids: torch.Tensor, K: int, L: int, device):
     if K == 1:
         return None
     before = torch.stack([ids[k * L - WARMUP:k * L] for k in range(1, K)]).to(device, torch.long)
-    _, warm = model(before)                                          # (K-1, WARMUP)
+    warm, T = None, max(1, BATCH_TOKENS // K)
+    for start in range(0, WARMUP, T):                                 # (K-1, WARMUP) read in chunks: memory
+        _, warm = model(before[:, start:start + T], warm)
     return _cat(model.init_state(1, device), warm)
 
 
