@@ -34,8 +34,8 @@ def load(folder: Path) -> dict[str, dict]:
 def train_tab_settings(spec: dict) -> dict | None:
     """The Train tab's settings for one run of an exercise, or None when that tab cannot train it."""
     name, sizes, changed = spec["model"], spec["sizes"], spec["settings"]
-    if name not in ARCHITECTURES or spec["tokens"] != "book" or spec["fraction"] != 1 or sizes.get("embedding") \
-            or set(changed) - TRAIN_TAB_SETTINGS:
+    if (name not in ARCHITECTURES or spec["tokens"] != "book" or spec["fraction"] != 1 or spec.get("mix")
+            or sizes.get("embedding") or set(changed) - TRAIN_TAB_SETTINGS):
         return None
     recipe = recipe_for(spec["recipe"], name, **changed)
     hidden, layers = sizes.get("num_hiddens", 256), sizes.get("num_layers", default_layers(name))

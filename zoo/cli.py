@@ -160,16 +160,20 @@ def cmd_exercise(args) -> None:
     from zoo import exercises
     if args.id == "list":
         for e in exercises.EXERCISES:
-            note = "" if e.runs or e.measure else f"  (not run here: {e.needs})"
+            note = f"  (needs {e.needs.split(';')[0]})" if e.mixes else ""
             print(f"{e.id:6s} {e.section:20s} {e.question}{note}")
         return
     if args.id != "all" and args.id not in exercises.BY_ID:
         raise ValueError(f"no exercise {args.id!r}; `zoo exercise list` lists them")
+    if args.mix and not Path(args.mix).is_file():
+        raise ValueError(f"--mix {args.mix}: no such file")
     device = pick_device(args.device)
     jobs = args.jobs or (1 if device.type == "cuda" else max(1, min(2, os.cpu_count() or 1)))
-    setup = exercises.Setup(budget=args.budget, device=str(device), jobs=jobs, data=args.data, smoke=args.smoke)
+    setup = exercises.Setup(budget=args.budget, device=str(device), jobs=jobs, data=args.data, mix=args.mix,
+                              smoke=args.smoke)
     for exercise in exercises.EXERCISES if args.id == "all" else [exercises.BY_ID[args.id]]:
-        command = f"python -m zoo exercise {exercise.id} --budget {args.budget:g}" + (" --smoke" if args.smoke else "")
+        command = (f"python -m zoo exercise {exercise.id} --budget {args.budget:g}" + (" --smoke" if args.smoke else "")
+                   + (f" --mix {Path(args.mix).name}" if args.mix and exercise.mixes else ""))
         print(f"{exercise.id}: {exercise.question}", file=sys.stderr)
         results = exercises.run(exercise, setup, args.out, command, log=lambda line: print(line, file=sys.stderr))
         print(f"{exercise.id}: {results['answer'] or 'not run: ' + exercise.needs}")
@@ -287,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     x.add_argument("--jobs", type=whole(1, 64), help="training runs at a time (default: 2 on a CPU, 1 on a GPU)")
     x.add_argument("--data", help="a UTF-8 text file to train on instead of the Time Machine")
+    x.add_argument("--mix", help="another author's text, mixed into training by the exercises that ask (9.3.4)")
     x.add_argument("--out", default="docs/exercises", help="the results folder; the page is written beside it")
     x.add_argument("--smoke", action="store_true", help="tiny models and a few batches: checks that it runs")
     x.set_defaults(run=cmd_exercise)

@@ -24,7 +24,7 @@ from zoo.exercises.catalog import BY_ID, EXERCISES, Exercise, agreement, describ
 from zoo.exercises.docs import plot, write_docs
 from zoo.exercises.runs import Run, Setup, train_all
 
-__all__ = ["EXERCISES", "BY_ID", "Exercise", "Run", "Setup", "run", "write_docs", "machine"]
+__all__ = ["EXERCISES", "BY_ID", "Exercise", "Run", "Setup", "run", "runnable", "write_docs", "machine"]
 
 
 def machine(device: str) -> str:
@@ -32,6 +32,11 @@ def machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
     return f"{kernels.cpu_model()}, {os.cpu_count()} cores"
+
+
+def runnable(exercise: Exercise, setup: Setup) -> bool:
+    """Whether this setup can run it: it has runs or a measurement, and the other text it mixes in, if any."""
+    return bool(exercise.runs or exercise.measure) and bool(setup.mix or not exercise.mixes)
 
 
 def run(exercise: Exercise, setup: Setup, out: str | Path, command: str = "", log=print) -> dict:
@@ -44,14 +49,16 @@ def run(exercise: Exercise, setup: Setup, out: str | Path, command: str = "", lo
                "command": command or f"python -m zoo exercise {exercise.id}", "needs": exercise.needs,
                "setup": {k: v for k, v in asdict(setup).items() if k != "cache"}, "machine": machine(setup.device),
                "date": time.strftime("%Y-%m-%d"), **describe(exercise)}
+    if not runnable(exercise, setup):   # an answer committed earlier stays
+        write_docs(out)
+        return {**results, "answer": ""}
     if exercise.runs:
         results["runs"] = train_all(exercise.runs, setup, log)
     if exercise.measure:
         results["measured"] = exercise.measure(setup)
     results["seconds"] = time.perf_counter() - started
-    runnable = bool(exercise.runs or exercise.measure)
-    results["answer"] = exercise.answer(results) if runnable else ""
-    results["agreement"] = agreement(exercise, results) if runnable else ""
+    results["answer"] = exercise.answer(results)
+    results["agreement"] = agreement(exercise, results)
     (out / f"{exercise.id}.json").write_text(json.dumps(results, indent=1))
     if exercise.runs:
         plot(results, out / f"{exercise.id}.png")

@@ -39,6 +39,11 @@ class Exercise:
     expectation: str = ""                                   # what the book states, if it states anything
     needs: str = ""                                         # what it needs that is not here (another text)
 
+    @property
+    def mixes(self) -> bool:
+        """Whether its runs mix another author's text (given with --mix) into training."""
+        return any(run.mix is not None for run in self.runs)
+
 
 # ---------------------------------------------------------------------------- reading comparisons
 
@@ -290,7 +295,13 @@ EXERCISES = [
              answer=lambda r: data_answer(r),
              needs="More books go in with --data (a text file); here, shares of the one book show the trend."),
     Exercise("9.3.4", "9.3 Deep RNN", "Mixing authors: a good idea? What could go wrong?",
-             needs="texts by other authors, given with --data; the Time Machine is the only text here"),
+             [Run("the Time Machine", model="lstm", mix=0.0, seeds=2),
+              Run("the Time Machine + as much of the other author", model="lstm", mix=1.0, seeds=2),
+              Run("the other author only", model="lstm", fraction=0.0, mix=1.0, seeds=2)],
+             answer=lambda r: mixing_answer(r),
+             needs="another author's text, given with --mix FILE; the answer key mixed in Genesis to Numbers of the "
+                   "King James Bible (Debian's bible-kjv: `bible -l1000 gen1:1-num36:13`, headings and verse "
+                   "numbers removed). Validation, which picks the weights kept, is the Time Machine's."),
 ]
 BY_ID = {e.id: e for e in EXERCISES}
 
@@ -321,6 +332,28 @@ def data_answer(results: dict) -> str:
                     else "more text helps at every step." if all(g > 1 for g in gains)
                     else "not every doubling helped."))
     return text
+
+
+def mixing_answer(results: dict) -> str:
+    """Each model on both authors' test text, and what mixing changed for the Time Machine."""
+    runs = results["runs"]
+    own, both, other = (runs[label] for label in ("the Time Machine", "the Time Machine + as much of the other author",
+                                                  "the other author only"))
+    tm = {name: mean(r, "test_perplexity") for name, r in (("own", own), ("both", both), ("other", other))}
+    foreign = {name: mean(r, "other_test_perplexity") for name, r in (("own", own), ("both", both), ("other", other))}
+    if None in tm.values() or None in foreign.values():
+        return "Not every run finished."
+    change = tm["both"] / tm["own"] - 1
+    return (f"Test perplexity on the Time Machine: trained on it alone {cell(own, 'test_perplexity')}, mixed "
+            f"{cell(both, 'test_perplexity')}, the other author only {cell(other, 'test_perplexity')}; on the other "
+            f"author's test text: {cell(own, 'other_test_perplexity')}, {cell(both, 'other_test_perplexity')} and "
+            f"{cell(other, 'other_test_perplexity')}. Mixing {'cost' if change > 0 else 'gained'} "
+            f"{abs(change):.1%} on the Time Machine in the same {results['setup']['budget']:g} s, and gave one model "
+            f"that reads both authors within {max(tm['both'] / tm['own'], foreign['both'] / foreign['other']) - 1:.0%} "
+            f"of each one's own model, where a model of one author reads the other "
+            f"{min(tm['other'] / tm['own'], foreign['own'] / foreign['other']):.1f}-"
+            f"{max(tm['other'] / tm['own'], foreign['own'] / foreign['other']):.1f}x worse. What can go wrong: the "
+            f"time is shared, so each author gets fewer passes, and the samples mix the styles.")
 
 
 def agreement(exercise: Exercise, results: dict) -> str:
@@ -355,6 +388,6 @@ def agreement(exercise: Exercise, results: dict) -> str:
 def describe(exercise: Exercise) -> dict:
     """What an exercise runs, as data (for its JSON)."""
     return {"spec": [{"label": r.label, "model": r.model, "recipe": r.recipe, "settings": r.settings,
-                      "sizes": r.sizes, "tokens": r.tokens, "fraction": r.fraction, "seeds": r.seeds}
+                      "sizes": r.sizes, "tokens": r.tokens, "fraction": r.fraction, "mix": r.mix, "seeds": r.seeds}
                      for r in exercise.runs]}
 

@@ -38,14 +38,16 @@ def plot(results: dict, path: Path) -> Path:
 def runs_table(results: dict) -> str:
     """Per run, mean ± half the range over its seeds: the best-validation weights' perplexities, the running
     training perplexity of the last epoch (the book's measure), speed, size, time, how it stopped."""
-    head = ["run", "model", "valid ppl", "test ppl", "train ppl", "last epoch's train ppl", "tokens/s", "parameters",
-            "seconds", "epochs", "stopped by"]
+    other = any("other_test_perplexity" in r for seeds in results["runs"].values() for r in seeds)
+    head = ["run", "model", "valid ppl", "test ppl"] + (["the other author's test ppl"] if other else []) + [
+        "train ppl", "last epoch's train ppl", "tokens/s", "parameters", "seconds", "epochs", "stopped by"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, seeds in results["runs"].items():
         speed = mean(seeds, "tokens_per_sec")
         stopped = ", ".join(sorted({r["stopped_by"] for r in seeds}))
         lines.append("| " + " | ".join([
-            label, f"`{seeds[0]['model']}`", cell(seeds, "valid_perplexity"), cell(seeds, "test_perplexity"),
+            label, f"`{seeds[0]['model']}`", cell(seeds, "valid_perplexity"), cell(seeds, "test_perplexity")]
+            + ([cell(seeds, "other_test_perplexity")] if other else []) + [
             cell(seeds, "train_perplexity"), cell(seeds, "final_train_perplexity"),
             f"{speed / 1e3:.0f}k" if speed else "-", f"{seeds[0]['parameters']:,}",
             f"{mean(seeds, 'seconds'):.0f}", f"{mean(seeds, 'epochs'):.0f}", stopped]) + " |")

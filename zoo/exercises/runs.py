@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from zoo.data import Corpus, Splits, load_corpus
+from zoo.evaluate import score
 from zoo.generate import generate
 from zoo.models import create_model
 from zoo.recipes import recipe_for
@@ -37,12 +38,16 @@ class Run:
     sizes: dict = field(default_factory=dict)          # model settings it changes (num_hiddens, embedding, ...)
     tokens: str = "book"                               # the tokenizer: book characters or words
     fraction: float = 1.0                              # of the training split it trains on
+    mix: float | None = None                           # another author's text added to it, in shares of the split
+                                                       # (0: none, but the model is scored on that text too)
     seeds: int = 1
 
     def key(self, seed: int, setup: "Setup") -> str:
         """What identifies this run's result: everything that changes it (the label does not)."""
-        spec = {k: v for k, v in asdict(self).items() if k not in ("label", "seeds")}
+        spec = {k: v for k, v in asdict(self).items() if k not in ("label", "seeds", "mix")}
         spec.update(seed=seed, budget=float(setup.budget), smoke=setup.smoke, device=setup.device, data=setup.data_name)
+        if self.mix is not None:   # only then: the keys of runs without another text stay what they were
+            spec.update(mix=self.mix, mixed=setup.mix_name)
         return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -53,12 +58,17 @@ class Setup:
     device: str = "cpu"
     jobs: int = 1
     data: str | None = None           # a text file; None: the Time Machine
+    mix: str | None = None            # another author's text, for the runs that mix it into training
     smoke: bool = False               # a few batches of a tiny model: it runs, not what it finds
     cache: str | None = None          # a folder of run results to reuse
 
     @property
     def data_name(self) -> str:
         return Path(self.data).name if self.data else "timemachine.txt"
+
+    @property
+    def mix_name(self) -> str | None:
+        return Path(self.mix).name if self.mix else None
 
 
 SMOKE_SIZES = {"num_hiddens": 16}
@@ -70,15 +80,32 @@ def corpus(data: str | None, tokens: str) -> Corpus:
     return load_corpus(data, tokens)
 
 
+def mixed(run: Run, setup: Setup, data: Corpus) -> tuple[Splits, Splits | None]:
+    """The splits a run trains on: `run.fraction` of the corpus's training split, then `run.mix` times its
+    length of the other author's (read with the corpus's tokenizer); validation and test stay the corpus's.
+    Also the other text's splits, whose test split measures the model on that author."""
+    splits, other = data.splits, None
+    own = splits.train[:int(len(splits.train) * run.fraction)]
+    if run.mix is not None:
+        if not setup.mix:
+            raise ValueError(f"{run.label!r} mixes in another author's text: give it with --mix FILE")
+        other = load_corpus(setup.mix, run.tokens, tokenizer=data.tokenizer).splits
+        wanted = int(len(splits.train) * run.mix)
+        if len(other.train) < wanted:
+            raise ValueError(f"{setup.mix_name} has {len(other.train):,} training tokens; {run.label!r} needs "
+                             f"{wanted:,}")
+        own = torch.cat([own.long(), other.train[:wanted].long()])
+    return replace(splits, train=own), other
+
+
 def train(run: Run, seed: int, setup: Setup) -> dict:
     """Train one seed of `run`; its numbers, curves and a sample, or how it failed (a diverging loss)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, setup.jobs)))
     data = corpus(setup.data, run.tokens)
-    splits = data.splits
-    if run.fraction < 1:
-        splits = replace(splits, train=splits.train[:int(len(splits.train) * run.fraction)])
+    splits, other = mixed(run, setup, data)
     if setup.smoke:
         splits = Splits(splits.train[:2000], splits.valid[:300], splits.test[:300])
+        other = other and Splits(other.train[:2000], other.valid[:300], other.test[:300])
     settings = {**run.settings, **(SMOKE_SETTINGS if setup.smoke else {}), "time_budget": setup.budget, "seed": seed}
     recipe = recipe_for(run.recipe, run.model, **settings)
     torch.manual_seed(seed)
@@ -95,7 +122,7 @@ def train(run: Run, seed: int, setup: Setup) -> dict:
     seconds = time.perf_counter() - started
     result = {"label": run.label, "model": run.model, "seed": seed, "seconds": seconds, "failed": failed,
               "recipe": recipe.to_dict(), "sizes": sizes, "tokens": run.tokens, "fraction": run.fraction,
-              "train_tokens": len(splits.train), "history": trainer.history,
+              "mix": run.mix, "train_tokens": len(splits.train), "history": trainer.history,
               "parameters": sum(p.numel() for p in model.parameters()),
               "stopped_by": stop_reason(trainer, failed), "epochs": trainer.epoch}
     if failed is None:
@@ -103,6 +130,8 @@ def train(run: Run, seed: int, setup: Setup) -> dict:
         result.update({k: metrics[k] for k in ("train_perplexity", "valid_perplexity", "test_perplexity",
                                                "test_bits_per_token", "tokens_per_sec", "best_epoch")})
         result["bits_per_char"] = bits_per_char(metrics["test_bits_per_token"], data, splits.test)
+        if other is not None:
+            result["other_test_perplexity"] = score(model, other.test).perplexity
         result["sample"] = generate(model, data.tokenizer, PROMPT, 80 if setup.smoke else 160,
                                     temperature=0.8, seed=1).texts[0]
     return result
