@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout: zoo need not be installed
-from zoo.checkpoint import CONFIG, CheckpointError, load_model, record_sha256  # noqa: E402
+from zoo.checkpoint import CONFIG, CheckpointError, atomic_write, load_model, record_sha256  # noqa: E402
 
 BUNDLED = Path(__file__).resolve().parents[1] / "weights"
 
@@ -27,11 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     folders = args.folders or sorted(path.parent for path in BUNDLED.glob(f"*/{CONFIG}"))
     failed = 0
     for folder in folders:
+        before = (folder / CONFIG).read_bytes() if (folder / CONFIG).is_file() else None
         try:
             sha256 = record_sha256(folder)
             load_model(folder)
             print(f"{folder}: sha256 {sha256}")
-        except CheckpointError as e:
+        except CheckpointError as e:   # a folder that does not load is left as it was
+            if before is not None:
+                atomic_write(folder / CONFIG, before)
             print(f"stamp_weights: {e}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0

@@ -151,6 +151,9 @@ def test_nan_or_infinite_weights_are_refused(saved, value):
     rewrite_config(folder, **{SHA256: save_tensors(folder / WEIGHTS, state)})
     with pytest.raises(CheckpointError, match="linear.bias holds 1 NaN or infinite value"):
         load_model(folder)
+    config = (folder / CONFIG).read_text()
+    assert stamp_weights.main([str(folder)]) == 1                 # stamping refuses it and changes nothing
+    assert (folder / CONFIG).read_text() == config
 
 
 @pytest.mark.parametrize("change, message", [
