@@ -82,8 +82,9 @@ def corpus(data: str | None, tokens: str) -> Corpus:
 
 def mixed(run: Run, setup: Setup, data: Corpus) -> tuple[Splits, Splits | None]:
     """The splits a run trains on: `run.fraction` of the corpus's training split, then `run.mix` times its
-    length of the other author's (read with the corpus's tokenizer); validation and test stay the corpus's.
-    Also the other text's splits, whose test split measures the model on that author."""
+    length of the other author's (read with the corpus's tokenizer); validation and test stay the corpus's,
+    except that a run on the other author alone validates on that author. Also the other text's splits,
+    whose test split measures the model on that author."""
     splits, other = data.splits, None
     own = splits.train[:int(len(splits.train) * run.fraction)]
     if run.mix is not None:
@@ -95,6 +96,8 @@ def mixed(run: Run, setup: Setup, data: Corpus) -> tuple[Splits, Splits | None]:
             raise ValueError(f"{setup.mix_name} has {len(other.train):,} training tokens; {run.label!r} needs "
                              f"{wanted:,}")
         own = torch.cat([own.long(), other.train[:wanted].long()])
+        if not run.fraction:   # the other author only: its own validation split chooses the weights kept
+            return replace(splits, train=own, valid=other.valid), other
     return replace(splits, train=own), other
 
 
