@@ -87,12 +87,23 @@ class _Extension:
                 else:
                     log.warning("zoo: building the C++ kernels in the background (about a minute); the other "
                                 "backends run meanwhile")
-                    self.thread = threading.Thread(target=self._build, args=(name, flags, build_dir), daemon=True)
+                    self.thread = threading.Thread(target=self._build_behind, args=(name, flags, build_dir),
+                                                   daemon=True)
                     self.thread.start()
             thread = self.thread
         if wait and thread is not None:
             thread.join()
         return self.ops is not None
+
+    def _build_behind(self, name: str, flags: list[str], build_dir: Path) -> None:
+        """Build at the lowest priority: on Linux a thread's nice value is its own, and the compilers it starts
+        inherit it, so the app starting up and the other backends keep the cores they want."""
+        if sys.platform.startswith("linux"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
+        self._build(name, flags, build_dir)
 
     def _build(self, name: str, flags: list[str], build_dir: Path) -> None:
         from torch.utils import cpp_extension
