@@ -155,8 +155,6 @@ class _Chunk:
             static.copy_(value)
 
 
-
-
 def _warm_up(model, ids: torch.Tensor, K: int, L: int, device):
     """The state each stream starts from: zeros for the first (it starts at the text's start), and for
     stream k > 0 the state after reading the WARMUP tokens before k L."""
