@@ -84,8 +84,7 @@ def fit_ngram_run(corpus: Corpus, out: str | Path | None = None, max_order: int 
     """Count the Kneser-Ney n-gram (order 2..max_order chosen on validation, discounts fitted to it when
     `tune`) and score it like the networks."""
     started = time.perf_counter()
-    # the n-gram's keys and its empty history (-1) need int64, not the corpus's compact ids
-    splits = {split: getattr(corpus.splits, split).long() for split in ("train", "valid", "test")}
+    splits = {split: getattr(corpus.splits, split) for split in ("train", "valid", "test")}
     model, by_order = fit_ngram(splits["train"], splits["valid"], len(corpus.tokenizer), range(2, max_order + 1), tune)
     seconds = time.perf_counter() - started
     scores = {split: score(model, ids) for split, ids in splits.items()}

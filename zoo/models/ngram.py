@@ -189,7 +189,7 @@ def ngram_from_ids(ids: torch.Tensor, vocab_size: int, order: int) -> NGramLM:
 def nll(model: NGramLM, ids: torch.Tensor) -> torch.Tensor:
     """Mean -log p(ids[t] | ids[:t]) for t = 1..N-1 in one pass (what `zoo.evaluate.score` computes)."""
     logp, _ = model(ids[None, :-1])
-    return F.nll_loss(logp[0].double(), ids[1:])
+    return F.nll_loss(logp[0].double(), ids[1:].long())      # targets of any integer dtype
 
 
 @torch.no_grad()
