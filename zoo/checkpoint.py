@@ -228,10 +228,7 @@ def read_weights(path: Path, expected: dict[str, torch.Tensor], sha256: str | No
     its content with `sha256`, and its tensors' dtypes and values with what a model can hold."""
     with _one_line_errors(path), safe_open(path, "pt") as f:
         shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
-    check_names(expected, shapes, path)
-    for key, value in expected.items():
-        if tuple(value.shape) != shapes[key]:
-            raise CheckpointError(f"{path}: {key} has shape {shapes[key]}, config needs {tuple(value.shape)}")
+    check_layout(expected, shapes, path)
     if not isinstance(sha256, str):
         raise CheckpointError(f"{path.parent / CONFIG} records no {SHA256}; if you trust this folder, record it "
                               f"with scripts/stamp_weights.py {path.parent}")
@@ -251,19 +248,18 @@ def read_weights(path: Path, expected: dict[str, torch.Tensor], sha256: str | No
     return tensors
 
 
-def check_names(expected, found, where) -> None:
-    missing, extra = expected.keys() - found.keys(), found.keys() - expected.keys()
+def check_layout(expected: dict[str, torch.Tensor], shapes: dict[str, tuple], where) -> None:
+    """Refuse tensors whose names or shapes `shapes` are not the ones `expected` has, in one line."""
+    missing, extra = expected.keys() - shapes.keys(), shapes.keys() - expected.keys()
     if missing or extra:
         raise CheckpointError(f"{where} does not match the config: missing {sorted(missing)[:3]}, "
                               f"unexpected {sorted(extra)[:3]}")
+    for key, value in expected.items():
+        if tuple(value.shape) != shapes[key]:
+            raise CheckpointError(f"{where}: {key} has shape {shapes[key]}, config needs {tuple(value.shape)}")
 
 
 def load_state_strict(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where) -> None:
     """`load_state_dict(strict=True)` with shapes checked first and one readable line on mismatch."""
-    expected = model.state_dict()
-    check_names(expected, tensors, where)
-    for key, value in expected.items():
-        if value.shape != tensors[key].shape:
-            raise CheckpointError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, "
-                                  f"config needs {tuple(value.shape)}")
+    check_layout(model.state_dict(), {key: tuple(t.shape) for key, t in tensors.items()}, where)
     model.load_state_dict(tensors, strict=True)
