@@ -293,7 +293,8 @@ def fastest(key: str, runs: dict[str, Callable[[], float]]) -> str:
             # timings taken while other processes hold the cores are used now, not kept for later
             _memory[key] = {"choice": min(seconds, key=seconds.get), "seconds": seconds,
                             "torch": torch.__version__, "busy": busy()}
-            _write()
+            if not _memory[key]["busy"]:
+                _write()
         return _memory[key]["choice"]
 
 

@@ -77,9 +77,10 @@ def cmd_train_one(args) -> None:
     out = Path(args.out)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
-    if not args.resume and held(out):
+    found = [] if args.resume else held(out)
+    if found:
         if not args.overwrite:
-            raise TrainingError(f"{out} already holds a model or a run ({', '.join(held(out))}); pass --resume to "
+            raise TrainingError(f"{out} already holds a model or a run ({', '.join(found)}); pass --resume to "
                                 f"continue its run, --overwrite to replace it, or choose another --out")
         clear(out)
     if args.model == "ngram":
@@ -130,8 +131,8 @@ def cmd_sample(args) -> None:
                       args.top_p, args.num_samples, args.seed)
     if result.unknown:
         print(f"note: {''.join(result.unknown)!r} not in the vocabulary, read as <unk>", file=sys.stderr)
-    if tokenizer.replaced(args.prefix):
-        print(f"note: {''.join(tokenizer.replaced(args.prefix))!r} not in the vocabulary, read as a space",
+    if replaced := tokenizer.replaced(args.prefix):
+        print(f"note: {''.join(replaced)!r} not in the vocabulary, read as a space",
               file=sys.stderr)
     for text in result.texts:
         print(text)

@@ -247,3 +247,8 @@ BATCHINGS = {"sequential": sequential_batches, "random": random_batches}
 def num_batches(ids_len: int, batch_size: int, num_steps: int) -> int:
     """A lower bound on batches per epoch (both batchings), for progress bars and sanity checks."""
     return max(0, (ids_len - num_steps - 1) // batch_size // num_steps)
+
+
+def max_batches(ids_len: int, batch_size: int, num_steps: int) -> int:
+    """An upper bound on batches per epoch (both batchings): what an offset of 0 gives."""
+    return max(0, (ids_len - 1) // (batch_size * num_steps))

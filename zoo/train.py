@@ -29,7 +29,7 @@ from torch.func import functional_call
 from torch.nn.parallel import DistributedDataParallel
 
 from zoo import checkpoint as ckpt
-from zoo.data import BATCHINGS, Splits, Tokenizer, num_batches
+from zoo.data import BATCHINGS, Splits, Tokenizer, max_batches, num_batches
 from zoo.evaluate import score
 from zoo.graphs import GraphedStep
 from zoo.models import model_from_config
@@ -169,11 +169,11 @@ class Trainer:
         last_checkpoint = time.perf_counter()
         batching = BATCHINGS[r.batching]
         per_epoch = num_batches(len(self.train_ids), r.batch_size, r.num_steps)
+        most = max_batches(len(self.train_ids), r.batch_size, r.num_steps)
         while self.epoch < r.epochs and not self.stopped_early:
             self.model.train()
             # each batch's loss copied into one buffer: a list of small tensors kept across the epoch's big
             # transient ones fragments the heap (about 75 bytes of RSS per training token, measured)
-            most = (len(self.train_ids) - 1) // (r.batch_size * r.num_steps)   # batches with a 0 offset
             losses, done = torch.empty(most, device=self.device), 0
             state, tokens, t0 = None, 0, time.perf_counter()
             out_of_time = False

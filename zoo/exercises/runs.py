@@ -80,6 +80,12 @@ def corpus(data: str | None, tokens: str) -> Corpus:
     return load_corpus(data, tokens)
 
 
+@lru_cache(maxsize=2)
+def other_splits(mix: str, data: str | None, tokens: str) -> Splits:
+    """Another author's text read with the corpus's tokenizer, once per process."""
+    return load_corpus(mix, tokens, tokenizer=corpus(data, tokens).tokenizer).splits
+
+
 def mixed(run: Run, setup: Setup, data: Corpus) -> tuple[Splits, Splits | None]:
     """The splits a run trains on: `run.fraction` of the corpus's training split, then `run.mix` times its
     length of the other author's (read with the corpus's tokenizer); validation and test stay the corpus's,
@@ -90,12 +96,12 @@ def mixed(run: Run, setup: Setup, data: Corpus) -> tuple[Splits, Splits | None]:
     if run.mix is not None:
         if not setup.mix:
             raise ValueError(f"{run.label!r} mixes in another author's text: give it with --mix FILE")
-        other = load_corpus(setup.mix, run.tokens, tokenizer=data.tokenizer).splits
+        other = other_splits(setup.mix, setup.data, run.tokens)
         wanted = int(len(splits.train) * run.mix)
         if len(other.train) < wanted:
             raise ValueError(f"{setup.mix_name} has {len(other.train):,} training tokens; {run.label!r} needs "
                              f"{wanted:,}")
-        own = torch.cat([own.long(), other.train[:wanted].long()])
+        own = torch.cat([own, other.train[:wanted]])   # one tokenizer: the same compact dtype
         if not run.fraction:   # the other author only: its own validation split chooses the weights kept
             return replace(splits, train=own, valid=other.valid), other
     return replace(splits, train=own), other
