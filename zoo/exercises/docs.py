@@ -116,14 +116,18 @@ def section(results: dict, folder: str | None) -> str:
     return "\n".join(parts) + "\n"
 
 
+def results(out: str | Path) -> dict[str, dict]:
+    """Every exercise's results found in the folder OUT, by id; one without results has its question only."""
+    out = Path(out)
+    return {e.id: json.loads((out / f"{e.id}.json").read_text()) if (out / f"{e.id}.json").is_file() else
+            {"id": e.id, "question": e.question, "section": e.section, "needs": e.needs, "answer": ""}
+            for e in EXERCISES}
+
+
 def write_docs(out: str | Path) -> Path:
     """OUT.md beside the folder OUT: every exercise, its results where OUT holds them."""
     out = Path(out)
-    found = {e.id: json.loads((out / f"{e.id}.json").read_text())
-             for e in EXERCISES if (out / f"{e.id}.json").is_file()}
-    for e in EXERCISES:
-        found.setdefault(e.id, {"id": e.id, "question": e.question, "section": e.section, "needs": e.needs,
-                                "answer": ""})
+    found = results(out)
     contents = [f"- [{r['id']}](#{anchor(r)}) {r['question']}" for r in found.values()]
     body = [section(found[e.id], out.name) for e in EXERCISES]
     text = (f"# {TITLE}\n\nEvery exercise of D2L 8.5-9.3 (the d2l 0.17 edition's numbering) that an experiment can "
