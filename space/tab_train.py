@@ -43,6 +43,7 @@ UPDATE_EVERY = 0.25         # seconds between two updates of the page
 SAMPLE_EVERY = 3.0          # seconds between two refreshes of the continuations
 SAMPLE_LENGTH, TEMPERATURE, SEED = 100, 0.8, 0
 LEARNING_RATES = {"sgd": None, "adamw": 4e-3}   # None: the book's rate for the model (1, or 2 for deep LSTMs)
+LIMITS = {"hidden": (8, 1024), "layers": (1, 4), "lr": (1e-5, 10), "num_steps": (5, 100), "batch_size": (1, 64)}
 TEXTS = {"book": 10_000, "all": 0, "yours": 0}   # the book trains on its first 10,000 characters; else a whole split
 MAX_PASTED = 1_000_000                           # characters of a visitor's own text
 # ZeroGPU (which sets SPACES_ZERO_GPU) lends a GPU to one decorated call at a time, in another process where
@@ -82,9 +83,13 @@ class Settings:
     batching: str
     num_steps: int
     batch_size: int
-    tokens: int          # train on the first N characters; 0: the whole training split
+    text: str            # "book" | "all": The Time Machine; "yours": the visitor's pasted text
     seconds: int
-    text: str = "book"   # "book" | "all": The Time Machine; "yours": the visitor's pasted text
+
+    @property
+    def tokens(self) -> int:
+        """Train on the first N characters; 0: the whole training split."""
+        return TEXTS[self.text]
 
     @property
     def label(self) -> str:
@@ -109,11 +114,12 @@ def check_settings(corpus: Corpus, name, hidden, layers, optimizer, lr, batching
     """The settings, or a refusal that says what is wrong (Gradio itself checks the choices and slider ranges)."""
     if name not in ARCHITECTURES:
         raise refuse(f"Pick one of the models: {', '.join(ARCHITECTURES)}.")
-    settings = Settings(name, check_number(hidden, "hidden size", 8, 1024), check_number(layers, "layers", 1, 4),
-                        optimizer, check_number(lr, "learning rate", 1e-5, 10, integer=False), batching,
-                        check_number(num_steps, "sequence length", 5, 100),
-                        check_number(batch_size, "batch size", 1, 64), TEXTS[text],
-                        check_number(seconds, "time limit", 1, max_seconds), text)
+    settings = Settings(name, check_number(hidden, "hidden size", *LIMITS["hidden"]),
+                        check_number(layers, "layers", *LIMITS["layers"]), optimizer,
+                        check_number(lr, "learning rate", *LIMITS["lr"], integer=False), batching,
+                        check_number(num_steps, "sequence length", *LIMITS["num_steps"]),
+                        check_number(batch_size, "batch size", *LIMITS["batch_size"]), text,
+                        check_number(seconds, "time limit", 1, max_seconds))
     size = parameters(name, len(corpus.tokenizer), settings.hidden, settings.layers)
     if size > MAX_PARAMETERS:
         layers = f"{settings.layers} layer" + "s" * (settings.layers > 1)
@@ -251,16 +257,16 @@ def build(corpus: Corpus | None, book_note: str, runs: Runs, session: gr.State, 
                 f"book's recipe. The trained model joins the Sample and Perplexity tabs as *your model*.")
     with gr.Row():
         name = gr.Dropdown(ARCHITECTURES, value="gru", label="Model", elem_id="train-model")
-        hidden = gr.Slider(8, 1024, 256, step=8, label="Hidden units", elem_id="train-hidden")
-        layers = gr.Slider(1, 4, 1, step=1, label="Layers", elem_id="train-layers")
+        hidden = gr.Slider(*LIMITS["hidden"], 256, step=8, label="Hidden units", elem_id="train-hidden")
+        layers = gr.Slider(*LIMITS["layers"], 1, step=1, label="Layers", elem_id="train-layers")
         seconds = gr.Slider(1, max_seconds, max_seconds, step=1, label="Time limit (s)", elem_id="train-seconds")
     with gr.Row():
         optimizer = gr.Radio(["sgd", "adamw"], value="sgd", label="Optimizer", elem_id="train-optimizer")
         lr = gr.Number(1.0, label="Learning rate", elem_id="train-lr")
         batching = gr.Radio(["sequential", "random"], value="sequential", label="Batching (the book's two)",
                             elem_id="train-batching")
-        num_steps = gr.Slider(5, 100, 35, step=1, label="Sequence length (steps)", elem_id="train-steps")
-        batch_size = gr.Slider(1, 64, 32, step=1, label="Batch size", elem_id="train-batch")
+        num_steps = gr.Slider(*LIMITS["num_steps"], 35, step=1, label="Sequence length (steps)", elem_id="train-steps")
+        batch_size = gr.Slider(*LIMITS["batch_size"], 32, step=1, label="Batch size", elem_id="train-batch")
     with gr.Row():
         text = gr.Radio([("the book's: the first 10,000 characters", "book"),
                          (f"the whole training split ({train_text:,} characters)", "all"),
