@@ -136,12 +136,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parts = [part for part in args.parts.split(",") if part]
     if set(parts) - set(PARTS):
         p.error(f"--parts: choose among {', '.join(PARTS)}")
-    source = book(args.data)
+    source, cpu = book(args.data), processor()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         texts = {megabytes: make_text(workdir, megabytes, source) for megabytes in sizes}
-        print(f"{processor()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        print(f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; "
               f"load average {os.getloadavg()[0]:.1f} at the start", flush=True)
         print("| part | text | time (s) | peak RSS (MB) | characters/s | |\n|---|---|---|---|---|---|", flush=True)
         results = []
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 **{k: v for k, v in r.items() if k not in ("stdout", "stderr")}})
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
-        args.json.write_text(json.dumps({"processor": processor(), "cores": os.cpu_count(), "results": results},
+        args.json.write_text(json.dumps({"processor": cpu, "cores": os.cpu_count(), "results": results},
                                          indent=1))
     return results
 

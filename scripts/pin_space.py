@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from huggingface_hub import HfApi, SpaceCard
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout: zoo need not be installed
 from zoo.card import repo_name  # noqa: E402
@@ -34,7 +34,7 @@ def pins(namespace: str, revision: str | None, models: list[str]) -> tuple[list[
         repo = f"{namespace}/{repo_name(name)}"
         try:
             info = api.model_info(repo, revision=revision)
-        except (RepositoryNotFoundError, RevisionNotFoundError, HfHubHTTPError) as e:
+        except HfHubHTTPError as e:   # no such repo or revision included
             skipped.append(f"{repo}: {str(e).splitlines()[0]}")
             continue
         present = {s.rfilename for s in info.siblings or []}
